@@ -1,0 +1,18 @@
+# peftbench: benchmark PEFT methods and render quality-vs-memory Pareto frontiers.
+# Run: snakemake --cores all --resources gpu=1   (see README.md)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/math.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

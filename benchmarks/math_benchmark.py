@@ -1,0 +1,91 @@
+"""Run the embedded math benchmark end to end and print its figures.
+
+    python benchmarks/math_benchmark.py [--workdir DIR] [--keep]
+
+Copies the workflow to a fresh folder (so nothing is cached), runs the README's command
+``snakemake --cores all --resources gpu=1`` there with the default config, and prints the wall
+time, every method's accuracy (95% interval), memory and time, and the checks of the embedded
+task's targets: base model under 10%, best method at least 30 points above it, and how many
+methods are separated from each other by more than their 95% intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import combinations
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench"]
+
+
+def separated_methods(ok: pd.DataFrame) -> int:
+    """Size of the largest set of methods whose 95% intervals are pairwise disjoint."""
+    rows = list(ok.itertuples())
+    best = 1 if rows else 0
+    for size in range(2, len(rows) + 1):
+        found = any(
+            all(a.test_accuracy_ci_high < b.test_accuracy_ci_low or b.test_accuracy_ci_high < a.test_accuracy_ci_low
+                for a, b in combinations(group, 2))
+            for group in combinations(rows, size)
+        )
+        if not found:
+            break
+        best = size
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, help="where to run (default: a fresh temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    parser.add_argument("--cores", default="all")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="peftbench-bench-"))
+    for name in COPY:
+        src, dst = REPO / name, workdir / name
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    cmd = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--resources", "gpu=1"]
+    print("running:", " ".join(cmd[2:]), "in", workdir, flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=workdir)
+    wall = time.perf_counter() - start
+    print(f"\nwall time: {wall:.0f} s ({wall / 60:.1f} min), exit code {proc.returncode}")
+    if proc.returncode != 0:
+        return proc.returncode
+
+    table = pd.read_csv(workdir / "results/math/summary.csv")
+    pd.set_option("display.width", 200)
+    columns = ["experiment", "status", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high",
+               "train_memory_gb", "train_time_min", "eval_time_min", "trainable_params",
+               "file_size_mb", "forgetting", "on_frontier"]
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    base = table[table["method"] == "base"]["test_accuracy"].iloc[0]
+    ok = table[(table["method"] != "base") & (table["status"] == "success")]
+    best = ok.loc[ok["test_accuracy"].idxmax()]
+    print(f"\nbase model accuracy: {base:.1%} (target < 10%): {'PASS' if base < 0.10 else 'FAIL'}")
+    gain = best["test_accuracy"] - base
+    print(f"best method: {best['experiment']} {best['test_accuracy']:.1%}, gain {gain * 100:.1f} points "
+          f"(target >= 30): {'PASS' if gain >= 0.30 else 'FAIL'}")
+    separated = separated_methods(ok)
+    print(f"methods pairwise separated by their 95% intervals: {separated} (target >= 3): "
+          f"{'PASS' if separated >= 3 else 'FAIL'}")
+    print(f"wall time target (< 15 min): {'PASS' if wall < 900 else 'FAIL'}")
+    print(f"failed experiments: {len(table[table['status'] == 'failed'])}")
+    if not args.keep and args.workdir is None:
+        print(f"(results kept in {workdir})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""peftbench: the logic behind the Snakemake workflow (rules call it through scripts/)."""

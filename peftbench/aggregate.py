@@ -1,0 +1,261 @@
+"""Load per-experiment result files and build the summary table.
+
+Result files follow ``peftbench/schemas/result.schema.json`` and live at
+``results/<task>/runs/<method>/<name>/seed<seed>/result.json``. The summary has one row per
+result (experiment x seed) with raw units converted to readable ones (GB, minutes, MB).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pandas as pd
+
+from peftbench.io import atomic_path
+from peftbench.pareto import pareto_mask
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "result.schema.json"
+
+#: Method name of the base-model reference row.
+BASE_METHOD = "base"
+
+#: The summary's Pareto frontier: best accuracy for the least training memory.
+FRONTIER_OBJECTIVES: dict[str, str] = {"test_accuracy": "max", "train_memory_gb": "min"}
+
+#: Column order of the summary table.
+SUMMARY_COLUMNS: list[str] = [
+    "task",
+    "experiment",
+    "method",
+    "name",
+    "seed",
+    "status",
+    "error",
+    "peft_type",
+    "test_accuracy",
+    "test_accuracy_ci_low",
+    "test_accuracy_ci_high",
+    "test_n",
+    "train_memory_gb",
+    "train_memory_allocated_gb",
+    "eval_memory_gb",
+    "memory_measure",
+    "train_time_min",
+    "eval_time_min",
+    "train_tokens_per_s",
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "file_size_mb",
+    "forgetting",
+    "train_loss_final",
+    "valid_accuracy_final",
+    "lr",
+    "max_steps",
+    "config_hash",
+    "code_revision",
+    "peft_version",
+    "torch_version",
+    "transformers_version",
+    "device",
+    "on_frontier",
+]
+
+# Counts stay integers with a missing marker (nullable Int64) so the CSV shows "1234" and not
+# "1234.0"; everything else numeric is float64 with NaN.
+_INT_COLUMNS = ["seed", "test_n", "trainable_params", "total_params", "max_steps"]
+_FLOAT_COLUMNS = [
+    "test_accuracy",
+    "test_accuracy_ci_low",
+    "test_accuracy_ci_high",
+    "train_memory_gb",
+    "train_memory_allocated_gb",
+    "eval_memory_gb",
+    "train_time_min",
+    "eval_time_min",
+    "train_tokens_per_s",
+    "trainable_pct",
+    "file_size_mb",
+    "forgetting",
+    "train_loss_final",
+    "valid_accuracy_final",
+    "lr",
+]
+
+#: Provenance columns that should agree across a comparable set of results.
+PROVENANCE_COLUMNS = ["peft_version", "torch_version", "transformers_version", "code_revision"]
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    """Build (once) a validator for the result schema."""
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def _error_field(error: jsonschema.ValidationError) -> str:
+    """Dotted path of the field an error is about, e.g. ``metrics.test_accuracy``."""
+    parts = [str(part) for part in error.absolute_path]
+    # A "required" error is reported on the parent object; name the missing key instead.
+    if error.validator == "required" and isinstance(error.instance, Mapping):
+        for key in error.validator_value:
+            if key not in error.instance and repr(key) in error.message:
+                parts.append(str(key))
+                break
+    return ".".join(parts) or "(top level)"
+
+
+def validate_result(document: Any, source: str = "<result>") -> None:
+    """Raise ValueError naming ``source`` and the failing field(s) if ``document`` is invalid."""
+    errors = sorted(_validator().iter_errors(document), key=_error_field)
+    if errors:
+        details = "; ".join(f"{_error_field(e)}: {e.message}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise ValueError(f"{source}: invalid result file: {details}{more}")
+
+
+def load_results(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
+    """Read and schema-validate result files, in the given order.
+
+    Raises ValueError naming the file (and the failing field) for unreadable JSON or a
+    document that does not match the result schema.
+    """
+    results = []
+    for path in map(Path, paths):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+        validate_result(document, source=str(path))
+        results.append(document)
+    return results
+
+
+def _scaled(value: Any, divisor: float) -> float | None:
+    """Divide a raw measurement, keeping missing values missing."""
+    return None if value is None else value / divisor
+
+
+def _package_version(packages: Mapping[str, Any], name: str) -> str | None:
+    """Version string of one package from provenance.packages, or None if unrecorded."""
+    version = packages.get(name)
+    return None if version is None else str(version)
+
+
+def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten one validated result into a summary row (without on_frontier)."""
+    metrics = result["metrics"]
+    config = result["config"] or {}
+    provenance = result["provenance"]
+    packages = provenance.get("packages") or {}
+    peft_config = result.get("peft_config") or {}
+    optimizer_kwargs = config.get("optimizer_kwargs") or {}
+
+    trainable = metrics["trainable_params"]
+    total = metrics["total_params"]
+    trainable_pct = 100.0 * trainable / total if trainable is not None and total else None
+
+    return {
+        "task": result["task"],
+        "experiment": result["experiment"],
+        "method": result["method"],
+        "name": result["name"],
+        "seed": result["seed"],
+        "status": result["status"],
+        "error": result["error"],
+        "peft_type": peft_config.get("peft_type"),
+        "test_accuracy": metrics["test_accuracy"],
+        "test_accuracy_ci_low": metrics["test_accuracy_ci_low"],
+        "test_accuracy_ci_high": metrics["test_accuracy_ci_high"],
+        "test_n": metrics["test_n"],
+        "train_memory_gb": _scaled(metrics["train_memory_peak_bytes"], 1e9),
+        "train_memory_allocated_gb": _scaled(metrics["train_memory_allocated_peak_bytes"], 1e9),
+        "eval_memory_gb": _scaled(metrics["eval_memory_peak_bytes"], 1e9),
+        "memory_measure": metrics["memory_measure"],
+        "train_time_min": _scaled(metrics["train_time_s"], 60.0),
+        "eval_time_min": _scaled(metrics["eval_time_s"], 60.0),
+        "train_tokens_per_s": metrics["train_tokens_per_s"],
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": trainable_pct,
+        "file_size_mb": _scaled(metrics["file_size_bytes"], 1e6),
+        "forgetting": metrics["forgetting"],
+        "train_loss_final": metrics["train_loss_final"],
+        "valid_accuracy_final": metrics["valid_accuracy_final"],
+        "lr": optimizer_kwargs.get("lr"),
+        "max_steps": config.get("max_steps"),
+        "config_hash": provenance["config_hash"],
+        "code_revision": provenance["code_revision"],
+        "peft_version": _package_version(packages, "peft"),
+        "torch_version": _package_version(packages, "torch"),
+        "transformers_version": _package_version(packages, "transformers"),
+        "device": provenance["device"],
+    }
+
+
+def summarize(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Build the summary table: one row per result, columns as in ``SUMMARY_COLUMNS``.
+
+    Failed results are kept; metrics they could not measure are NaN. ``on_frontier`` marks
+    the Pareto frontier of test_accuracy (max) vs train_memory_gb (min) among successful
+    rows only. Rows are sorted base model first, then by test_accuracy descending (missing
+    last), then by experiment and seed so the order is deterministic.
+    """
+    rows = [_summary_row(result) for result in results]
+    df = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS if c != "on_frontier"])
+
+    for column in _FLOAT_COLUMNS:
+        # lr comes from free-form config, so tolerate strings such as "1e-4"; the other
+        # columns are schema-checked numbers or null.
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+    for column in _INT_COLUMNS:
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
+
+    successful = (df["status"] == "success").to_numpy()
+    on_frontier = np.zeros(len(df), dtype=bool)
+    if successful.any():
+        on_frontier[successful] = pareto_mask(df.loc[successful], FRONTIER_OBJECTIVES).to_numpy()
+    df["on_frontier"] = on_frontier
+
+    df["_not_base"] = df["method"] != BASE_METHOD
+    df = df.sort_values(
+        ["_not_base", "test_accuracy", "experiment", "seed"],
+        ascending=[True, False, True, True],
+        na_position="last",
+        kind="stable",
+    )
+    return df.drop(columns="_not_base").reset_index(drop=True)[SUMMARY_COLUMNS]
+
+
+def provenance_warnings(df: pd.DataFrame) -> list[str]:
+    """Return one warning per provenance column with more than one distinct value.
+
+    Results produced by different package versions or code revisions may not be comparable,
+    so the report should say so rather than silently mixing them.
+    """
+    warnings = []
+    for column in PROVENANCE_COLUMNS:
+        if column not in df.columns:
+            continue
+        counts = df[column].dropna().value_counts(sort=False)
+        if len(counts) > 1:
+            listed = ", ".join(
+                f"{value} ({count} result{'s' if count != 1 else ''})"
+                for value, count in sorted(counts.items(), key=lambda item: str(item[0]))
+            )
+            warnings.append(f"{column} differs across results: {listed}")
+    return warnings
+
+
+def write_summary(df: pd.DataFrame, csv_path: Path | str) -> None:
+    """Write the summary table to ``csv_path`` atomically (no index column)."""
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False)

@@ -1,0 +1,177 @@
+"""Final-answer extraction and exact-match scoring for GSM8K-style math problems."""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+
+__all__ = [
+    "ANSWER_DELIMITERS",
+    "answers_match",
+    "parse_answer",
+    "score",
+    "to_number",
+    "wilson_interval",
+]
+
+# Priority order matters: the colon variants come first so that "The answer is: 5" yields "5"
+# rather than ": 5". "####" is GSM8K's own reference format and the last resort.
+ANSWER_DELIMITERS: tuple[str, ...] = (
+    "The answer is:",
+    "The answer is",
+    "The final answer is:",
+    "The final answer is",
+    "####",
+)
+
+
+def parse_answer(text: str) -> str | None:
+    """Return the final answer in ``text``, or None if no known delimiter occurs.
+
+    The first delimiter of :data:`ANSWER_DELIMITERS` that occurs wins; the answer is the text
+    after its last occurrence (models often restate intermediate "answers"), cut at the first
+    newline and stripped. The match is case-sensitive.
+    """
+    for delimiter in ANSWER_DELIMITERS:
+        if delimiter in text:
+            tail = text.rsplit(delimiter, 1)[1]
+            return tail.split("\n", 1)[0].strip()
+    return None
+
+
+# A signed number: grouped thousands ("1,234,567.5"), a plain integer/decimal ("12", "2.50"), or a
+# bare decimal (".5"), with an optional exponent. The look-behind stops us starting mid-number;
+# the look-ahead rejects tokens that continue with ",digit" or ".digit", so that "1,5" or
+# "1,0000" (not thousands groups) are not silently read as 1 or 15.
+_NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBER_RE = re.compile(
+    rf"(?<![\d.,])(?P<sign>[-+]?)(?P<num>{_NUM})"
+    rf"(?:\s*/\s*(?P<den>{_NUM}))?"
+    r"(?![\d]|[.,]\d)"
+)
+# \frac{a}{b}, \dfrac{a}{b}, \tfrac{a}{b} with numeric a, b (optionally signed), and the
+# shorthand \frac12 for single digits.
+_LATEX_FRAC_RE = re.compile(
+    r"\\[dt]?frac\s*\{\s*([-+]?[\d.,]+)\s*\}\s*\{\s*([-+]?[\d.,]+)\s*\}|\\[dt]?frac(\d)(\d)"
+)
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_UNICODE_MINUS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2014": "-"})
+
+
+def _unbox(s: str) -> str:
+    """Replace the first ``\\boxed{...}`` with its (brace-balanced) contents."""
+    match = _BOXED_RE.search(s)
+    if match is None:
+        return s
+    depth = 1
+    for i in range(match.end(), len(s)):
+        if s[i] == "{":
+            depth += 1
+        elif s[i] == "}":
+            depth -= 1
+            if depth == 0:
+                # Keep only the boxed content: it is the answer, whatever surrounds it.
+                return s[match.end() : i]
+    return s[match.end() :]  # unbalanced: take everything after "\boxed{"
+
+
+def _fraction_from_latex(match: re.Match[str]) -> str:
+    num, den = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+    return f"{num}/{den}"
+
+
+def _to_fraction(token: str) -> Fraction:
+    return Fraction(token.replace(",", ""))
+
+
+def to_number(s: str) -> Fraction | None:
+    """Convert an answer string to an exact :class:`~fractions.Fraction`, or None.
+
+    Handles currency signs, percent signs, thousands separators (only in groups of three),
+    trailing units or words ("18 dollars"), plain and LaTeX fractions (``\\frac``, ``\\dfrac``,
+    ``\\boxed``), negative numbers and decimals. The first number in the string is used.
+    """
+    if s is None:
+        return None
+    text = s.strip().translate(_UNICODE_MINUS)
+    text = _unbox(text)
+    # LaTeX spacing/grouping inside numbers ("1{,}000", "1\,000", "\$5", "50\%").
+    text = text.replace("{,}", ",").replace("\\!", "").replace("\\$", "$").replace("\\%", "%")
+    text = re.sub(r"(?<=\d)\\,(?=\d{3}\b)", "", text)
+    text = _LATEX_FRAC_RE.sub(_fraction_from_latex, text)
+    if re.search(r"\\[dt]?frac", text):
+        # A symbolic fraction such as \frac{\pi}{2}: picking out its "2" would be wrong.
+        return None
+    # Currency symbols are dropped entirely so that "-$5" and "$ 5" reduce to plain numbers.
+    text = re.sub(r"[$€£]\s*", "", text)
+    match = _NUMBER_RE.search(text)
+    if match is None:
+        return None
+    try:
+        value = _to_fraction(match["num"])
+        if match["den"] is not None:
+            denominator = _to_fraction(match["den"])
+            if denominator == 0:
+                return None
+            value /= denominator
+    except (ValueError, ZeroDivisionError):
+        return None
+    return -value if match["sign"] == "-" else value
+
+
+def _normalize(s: str) -> str:
+    return " ".join(s.casefold().split()).rstrip(".")
+
+
+def answers_match(pred: str | None, ref: str | None) -> bool:
+    """Whether a predicted answer equals the reference.
+
+    Numbers compare exactly (so "2.50" == "5/2" is False but "2.50" == "2.5" is True); when
+    either side is not numeric, casefolded whitespace-normalised strings are compared. None and
+    empty answers never match anything.
+    """
+    if pred is None or ref is None:
+        return False
+    pred_num, ref_num = to_number(pred), to_number(ref)
+    if pred_num is not None and ref_num is not None:
+        return pred_num == ref_num
+    pred_norm, ref_norm = _normalize(pred), _normalize(ref)
+    return bool(pred_norm) and pred_norm == ref_norm
+
+
+def score(predictions: list[str], references: list[str]) -> tuple[int, int]:
+    """Return ``(correct, n)`` for generated continuations against reference answers.
+
+    Each prediction is a full generation and goes through :func:`parse_answer`; each reference
+    is already a final answer (e.g. "18") and is used as is.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"score() got {len(predictions)} predictions but {len(references)} references"
+        )
+    correct = sum(
+        answers_match(parse_answer(pred), ref)
+        for pred, ref in zip(predictions, references, strict=True)
+    )
+    return correct, len(references)
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% for the default ``z``).
+
+    Returns ``(0.0, 1.0)`` when ``n == 0``: no evidence either way.
+    """
+    if n < 0 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n, got correct={correct}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    # At p == 0 or 1 the bound is exactly 0/1 analytically, but rounding can land on either side.
+    lo = 0.0 if correct == 0 else max(0.0, center - half)
+    hi = 1.0 if correct == n else min(1.0, center + half)
+    return lo, hi

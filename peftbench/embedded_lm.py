@@ -1,0 +1,61 @@
+"""The embedded default's language model: a locally trained tokenizer and a tiny ``LlamaForCausalLM``.
+
+Both are saved with ``save_pretrained`` and every experiment reloads them with
+``AutoTokenizer.from_pretrained`` / ``AutoModelForCausalLM.from_pretrained``, the same code path as a
+hub model such as Llama-3.2-3B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, split_digits: bool = False
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on ``texts``.
+
+    With ``split_digits`` every digit is its own token (arithmetic per digit, as in Llama-3);
+    without it the small numbers of the embedded task become single tokens, which a model of a
+    million parameters learns to add far more reliably than digit by digit.
+    """
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=split_digits),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos = SPECIAL["bos_token"]
+    # A BOS on every encoded prompt, like the Llama tokenizers.
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
+
+
+def build_model(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    """A randomly initialised Llama sized by ``model_cfg`` (hidden_size, num_hidden_layers, ...)."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        **model_cfg,
+    )
+    return LlamaForCausalLM(config)

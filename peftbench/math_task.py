@@ -1,0 +1,470 @@
+"""The math-reasoning task: data preparation, the embedded base model, and one experiment run.
+
+Every source of data ends up in the same prepared form, so the training and evaluation code does
+not know whether it runs the embedded default or MetaMathQA/GSM8K:
+
+    <data_dir>/train.jsonl, valid.jsonl, test.jsonl   records {"query", "response", "answer"}
+    <data_dir>/heldout.jsonl                          records {"text"} (forgetting probe)
+    <data_dir>/pretrain.jsonl                         embedded only: base-model pretraining set
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peftbench import answers, mathgen
+from peftbench.config import canonical_hash, file_hash
+from peftbench.evaluate import greedy_generate, heldout_loss
+from peftbench.io import read_jsonl, write_json, write_jsonl
+from peftbench.memory import MemoryTracker
+from peftbench.provenance import code_revision, hardware, now, package_versions
+from peftbench.train import TrainStats, encode, train
+
+DATA_FILES = ["train.jsonl", "valid.jsonl", "test.jsonl", "heldout.jsonl"]
+BASE_METHOD, BASE_NAME = "base", "no-finetuning"
+
+
+# ----------------------------------------------------------------------------- data preparation
+def prepare_embedded(cfg: dict[str, Any], out: Path) -> None:
+    """Generate disjoint splits: fine-tuning train/valid/test, pretraining and held-out text."""
+    seed = cfg["seed"]
+    test = mathgen.sample("finetune", cfg["test_size"], seed + 1)
+    valid = mathgen.sample(
+        "finetune", cfg["valid_size"], seed + 2, exclude={r["query"] for r in test}
+    )
+    held = {r["query"] for r in test + valid}
+    train_rows = mathgen.sample("finetune", cfg["train_size"], seed + 3, exclude=held)
+    heldout = mathgen.sample("pretrain", cfg["heldout_size"], seed + 4)
+    pretrain = mathgen.sample(
+        "pretrain", cfg["pretrain_size"], seed + 5, exclude={r["query"] for r in heldout}
+    )
+    write_jsonl(out / "pretrain.jsonl", pretrain)
+    write_jsonl(
+        out / "heldout.jsonl", [{"text": f"{r['query']}\n{r['response']}"} for r in heldout]
+    )
+    for name, rows in [("train", train_rows), ("valid", valid), ("test", test)]:
+        write_jsonl(out / f"{name}.jsonl", rows)
+
+
+def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    """MetaMathQA for training, GSM8K for validation and test, a text corpus for forgetting.
+
+    Each revision is first resolved to a commit sha and that sha is loaded, so the manifest
+    records the data actually used. Returns the split configs with the resolved revisions.
+    """
+    from peftbench import loaders
+
+    used = {
+        split: {**c, "revision": loaders.resolve_revision(c["path"], c.get("revision"))}
+        for split, c in cfg.items()
+    }
+    train_cfg, valid_cfg, test_cfg, held_cfg = (
+        used[k] for k in ("train", "valid", "test", "heldout")
+    )
+    train_rows = loaders.load_metamathqa(
+        train_cfg["path"],
+        train_cfg["revision"],
+        max_chars=train_cfg["max_chars"],
+        max_rows=train_cfg.get("max_rows"),
+    )
+    valid_all = loaders.load_gsm8k(
+        valid_cfg["path"], valid_cfg["revision"], valid_cfg.get("name", "main"), valid_cfg["split"]
+    )
+    valid = loaders.gsm8k_valid_subset(valid_all, valid_cfg["n"], valid_cfg["seed"])
+    test = loaders.load_gsm8k(
+        test_cfg["path"], test_cfg["revision"], test_cfg.get("name", "main"), test_cfg["split"]
+    )
+    texts = loaders.load_text(
+        held_cfg["path"],
+        held_cfg["revision"],
+        held_cfg["split"],
+        held_cfg["n"],
+        held_cfg.get("column", "text"),
+    )
+    write_jsonl(out / "heldout.jsonl", [{"text": t} for t in texts])
+    for name, rows in [("train", train_rows), ("valid", valid), ("test", test)]:
+        write_jsonl(out / f"{name}.jsonl", rows)
+    return used
+
+
+def prepare_data(data_cfg: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if data_cfg["source"] == "embedded":
+        prepare_embedded(data_cfg["embedded"], out)
+        used = data_cfg["embedded"]
+    else:
+        used = prepare_hub(data_cfg["hub"], out)
+    for name in DATA_FILES:
+        if not read_jsonl(out / name):
+            raise ValueError(f"{out / name}: prepared split is empty; check the data config")
+    manifest = {name: sum(1 for _ in open(out / name)) for name in DATA_FILES}
+    write_json(
+        out / "manifest.json",
+        {
+            "source": data_cfg["source"],
+            "config": used,
+            "rows": manifest,
+            "data_hash": data_hash(out),
+        },
+    )
+
+
+def data_hash(data_dir: Path) -> str:
+    return file_hash([Path(data_dir) / name for name in DATA_FILES])
+
+
+# ----------------------------------------------------------------------------- embedded base model
+def build_embedded_base(model_cfg: dict[str, Any], data_dir: Path, out: Path, threads: int) -> dict:
+    """Train a tokenizer and pretrain a tiny Llama on the pretraining distribution; save both."""
+    from peftbench.embedded_lm import build_model, train_tokenizer
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(model_cfg["seed"])
+    pretrain = read_jsonl(data_dir / "pretrain.jsonl")
+    finetune = read_jsonl(data_dir / "train.jsonl")
+    # The tokenizer sees the fine-tuning wording too (as a hub tokenizer would have); the model's
+    # weights only ever see the pretraining distribution.
+    tokenizer = train_tokenizer(
+        [f"{r['query']} {r['response']}" for r in pretrain + finetune], model_cfg["vocab_size"]
+    )
+    model = build_model(model_cfg["architecture"], tokenizer)
+    params = model_cfg["pretraining"]
+    template = params["query_template"]
+    examples = [
+        encode(
+            tokenizer,
+            template.format(query=r["query"]),
+            r["response"],
+            params["max_seq_length"],
+            params["train_on_prompt"],
+        )
+        for r in pretrain
+    ]
+    tracker = MemoryTracker(torch.device("cpu"))
+    tracker.set_baseline()
+    stats = train(model, examples, params, model_cfg["seed"], tokenizer.pad_token_id, tracker)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    info = {
+        "parameters": model.num_parameters(),
+        "train_time_s": stats.train_time_s,
+        "final_loss": stats.loss_curve[-1]["loss"],
+        "steps": stats.steps,
+    }
+    write_json(out / "pretraining.json", {"config": model_cfg, **info})
+    return info
+
+
+# ----------------------------------------------------------------------------- one experiment
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_base(
+    model_cfg: dict[str, Any], base_dir: Path | None, params: dict[str, Any], device: torch.device
+) -> tuple[Any, Any, str]:
+    """Tokenizer and model through the hub code path; returns them and the base model's identity."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model_cfg["source"] == "embedded":
+        location, revision, identity = (
+            str(base_dir),
+            None,
+            file_hash(sorted(Path(base_dir).glob("*.safetensors"))),
+        )
+    else:
+        from peftbench.loaders import resolve_revision
+
+        location = model_cfg["hub"]["model_id"]
+        # Resolved once, then loaded by sha: the recorded revision is the one actually used.
+        revision = resolve_revision(location, model_cfg["hub"].get("revision"), "model")
+        identity = f"{location}@{revision}"
+    # trust_remote_code stays off: configs are data, and a preset has to opt in explicitly.
+    remote = bool(model_cfg.get("trust_remote_code", False))
+    tokenizer = AutoTokenizer.from_pretrained(location, revision=revision, trust_remote_code=remote)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        location,
+        revision=revision,
+        dtype=torch_dtype(params["dtype"], device),
+        attn_implementation=params.get("attn_implementation"),
+        trust_remote_code=remote,
+    ).to(device)
+    return tokenizer, model, identity
+
+
+def wrap_peft(model: Any, exp_dir: Path | None, params: dict[str, Any]) -> tuple[Any, dict | None]:
+    """PEFT-wrap ``model`` with the experiment's adapter config; no config means full fine-tuning."""
+    if exp_dir is None or not (exp_dir / "adapter_config.json").exists():
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, None
+    from peft import PeftConfig, get_peft_model
+
+    peft_config = PeftConfig.from_pretrained(str(exp_dir))
+    if getattr(peft_config, "peft_type", None) == "ADALORA" and not getattr(
+        peft_config, "total_step", None
+    ):
+        # AdaLoRA's rank schedule is defined over the run length; tie it to max_steps.
+        peft_config.total_step = params["max_steps"]
+    model = get_peft_model(
+        model, peft_config, autocast_adapter_dtype=params["autocast_adapter_dtype"]
+    )
+    cfg = json.loads(json.dumps(model.peft_config["default"].to_dict(), default=_jsonable))
+    return model, cfg
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, set):
+        return sorted(value)
+    return str(value)
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+def accuracy(
+    model: Any, tokenizer: Any, rows: list[dict], params: dict[str, Any], device: torch.device
+) -> tuple[int, int, list[str]]:
+    prompts = [params["query_template"].format(query=r["query"]) for r in rows]
+    outputs = greedy_generate(
+        model, tokenizer, prompts, params["batch_size_eval"], params["max_new_tokens"], device
+    )
+    correct, n = answers.score(outputs, [r["answer"] for r in rows])
+    return correct, n, outputs
+
+
+EMPTY_METRICS = dict.fromkeys(
+    [
+        "test_accuracy",
+        "test_accuracy_ci_low",
+        "test_accuracy_ci_high",
+        "test_correct",
+        "test_n",
+        "valid_accuracy_final",
+        "train_loss_final",
+        "train_memory_peak_bytes",
+        "train_memory_allocated_peak_bytes",
+        "eval_memory_peak_bytes",
+        "eval_memory_allocated_peak_bytes",
+        "memory_measure",
+        "train_time_s",
+        "eval_time_s",
+        "train_steps",
+        "train_tokens",
+        "train_tokens_per_s",
+        "trainable_params",
+        "total_params",
+        "file_size_bytes",
+        "heldout_loss_before",
+        "heldout_loss_after",
+        "forgetting",
+    ]
+)
+
+
+def run_experiment(
+    *,
+    task: str,
+    method: str,
+    name: str,
+    seed: int,
+    exp_dir: Path | None,
+    params: dict[str, Any],
+    model_cfg: dict[str, Any],
+    base_dir: Path | None,
+    data_dir: Path,
+    out_dir: Path,
+    threads: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (unless this is the base reference) and evaluate one experiment; write result.json.
+
+    Any exception inside the run is recorded as ``status: failed`` with its message, so one broken
+    method never stops the others; the caller exits 0 and aggregation shows the failed row.
+    """
+    from transformers import set_seed
+
+    torch.set_num_threads(threads)
+    set_seed(seed)
+    device = pick_device()
+    adapter_cfg_path = exp_dir / "adapter_config.json" if exp_dir else None
+    adapter_cfg = (
+        json.loads(adapter_cfg_path.read_text())
+        if adapter_cfg_path and adapter_cfg_path.exists()
+        else None
+    )
+    metrics = dict(EMPTY_METRICS)
+    curves: dict[str, list] = {"train_loss": [], "valid_accuracy": []}
+    result: dict[str, Any] = {
+        "schema_version": 1,
+        "task": task,
+        "experiment": f"{method}/{name}",
+        "method": method,
+        "name": name,
+        "seed": seed,
+        "status": "failed",
+        "error": None,
+        "config": params,
+        "peft_config": None,
+        "metrics": metrics,
+        "curves": curves,
+        "provenance": {
+            "created_at": now(),
+            "config_hash": canonical_hash({"config": params, "adapter_config": adapter_cfg}),
+            "data_hash": data_hash(data_dir),
+            "base_model_hash": None,
+            "code_revision": code_revision(),
+            "packages": package_versions(),
+            "hardware": hardware(device),
+            "device": str(device),
+        },
+    }
+    try:
+        _run(
+            result, exp_dir, params, model_cfg, base_dir, data_dir, out_dir, seed, device, progress
+        )
+        result["status"] = "success"
+    except Exception as exc:  # noqa: BLE001 - any failure is data for the benchmark
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    write_json(out_dir / "result.json", result)
+    return result
+
+
+def _run(
+    result: dict,
+    exp_dir: Path | None,
+    params: dict,
+    model_cfg: dict,
+    base_dir: Path | None,
+    data_dir: Path,
+    out_dir: Path,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+) -> None:
+    metrics, curves = result["metrics"], result["curves"]
+    train_rows = read_jsonl(data_dir / "train.jsonl")
+    valid_rows = read_jsonl(data_dir / "valid.jsonl")
+    test_rows = read_jsonl(data_dir / "test.jsonl")
+    heldout = [r["text"] for r in read_jsonl(data_dir / "heldout.jsonl")]
+    tracker = MemoryTracker(device)
+    if device.type == "cuda":
+        tracker.set_baseline()  # CUDA: include the weights, as the published benchmark does
+    tokenizer, model, identity = load_base(model_cfg, base_dir, params, device)
+    result["provenance"]["base_model_hash"] = identity
+    if device.type != "cuda":
+        tracker.set_baseline()  # CPU: RSS after loading; see memory.py
+    metrics["memory_measure"] = tracker.measure
+
+    def loss_on_heldout(m: Any) -> float:
+        return heldout_loss(
+            m, tokenizer, heldout, params["batch_size"], params["max_seq_length"], device
+        )
+
+    metrics["heldout_loss_before"] = loss_on_heldout(model)
+    is_base = result["method"] == BASE_METHOD
+    stats = TrainStats()
+    if not is_base:
+        model, result["peft_config"] = wrap_peft(model, exp_dir, params)
+        if params["use_gc"]:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+        template = params["query_template"]
+        examples = [
+            encode(
+                tokenizer,
+                template.format(query=r["query"]),
+                r["response"],
+                params["max_seq_length"],
+                params["train_on_prompt"],
+            )
+            for r in train_rows
+        ]
+
+        def validate(m: Any) -> float:
+            correct, n, _ = accuracy(m, tokenizer, valid_rows, params, device)
+            return correct / n
+
+        stats = train(
+            model,
+            examples,
+            params,
+            seed,
+            tokenizer.pad_token_id,
+            tracker,
+            validate=validate,
+            progress=progress,
+        )
+        metrics.update(
+            train_memory_peak_bytes=stats.peak_bytes,
+            train_memory_allocated_peak_bytes=stats.peak_allocated_bytes,
+            train_time_s=stats.train_time_s,
+            train_steps=stats.steps,
+            train_tokens=stats.tokens,
+            train_tokens_per_s=stats.tokens / stats.train_time_s if stats.train_time_s else None,
+            train_loss_final=stats.loss_curve[-1]["loss"],
+            valid_accuracy_final=stats.valid_curve[-1]["accuracy"] if stats.valid_curve else None,
+        )
+        curves["train_loss"], curves["valid_accuracy"] = stats.loss_curve, stats.valid_curve
+    trainable, total = count_params(model)
+    metrics.update(trainable_params=0 if is_base else trainable, total_params=total)
+
+    tracker.reset()
+    t0 = time.perf_counter()
+    correct, n, outputs = accuracy(model, tokenizer, test_rows, params, device)
+    metrics["eval_time_s"] = time.perf_counter() - t0
+    metrics["eval_memory_peak_bytes"], metrics["eval_memory_allocated_peak_bytes"] = tracker.peak()
+    low, high = answers.wilson_interval(correct, n)
+    metrics.update(
+        test_accuracy=correct / n,
+        test_accuracy_ci_low=low,
+        test_accuracy_ci_high=high,
+        test_correct=correct,
+        test_n=n,
+    )
+    write_jsonl(
+        out_dir / "test_predictions.jsonl",
+        [
+            {
+                "query": r["query"],
+                "answer": r["answer"],
+                "output": o,
+                "parsed": answers.parse_answer(o),
+            }
+            for r, o in zip(test_rows, outputs, strict=True)
+        ],
+    )
+
+    metrics["heldout_loss_after"] = loss_on_heldout(model)
+    metrics["forgetting"] = metrics["heldout_loss_after"] - metrics["heldout_loss_before"]
+    if not is_base:
+        adapter_dir = out_dir / "adapter"
+        model.save_pretrained(adapter_dir)
+        metrics["file_size_bytes"] = sum(
+            f.stat().st_size for f in adapter_dir.glob("*.safetensors")
+        )

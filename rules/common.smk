@@ -1,0 +1,73 @@
+# Config validation and experiment discovery. Runs while the DAG is built, so a bad config or
+# experiment file fails here, naming the file and the key, before any job starts.
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+
+from peftbench.config import ConfigError  # noqa: E402
+from peftbench import experiments as exps  # noqa: E402
+
+validate(config, "../config/schemas/config.schema.yaml")
+
+TASK_RULES = {"math": "math"}
+
+
+def task_experiments(task):
+    """Selected experiments of ``task`` (method/name), validated up front."""
+    cfg = config[task]
+    found = exps.select(
+        exps.discover(cfg["experiments_dir"]), config.get("select", {}).get(task)
+    )
+    problems = []
+    for experiment in found:
+        problems += exps.check_adapter_config(cfg["experiments_dir"], experiment)
+        try:
+            exps.effective_params(cfg["training"], cfg["experiments_dir"], experiment)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("invalid experiments:\n" + "\n".join(problems))
+    return found
+
+
+def run_results(task):
+    """result.json paths of every selected experiment x seed, plus the base-model reference."""
+    runs = task_experiments(task) + [exps.BASE_EXPERIMENT]
+    return [
+        f"results/{task}/runs/{experiment}/seed{seed}/result.json"
+        for experiment in runs
+        for seed in config["seeds"]
+    ]
+
+
+def experiment_inputs(task):
+    def inputs(wildcards):
+        experiment = f"{wildcards.method}/{wildcards.name}"
+        if experiment == exps.BASE_EXPERIMENT:
+            return []
+        return exps.experiment_files(config[task]["experiments_dir"], experiment)
+
+    return inputs
+
+
+def training_params(task):
+    """Effective training config of one experiment: a Snakemake param, so editing a task default
+    or an override reruns exactly the experiments it changes."""
+
+    def params(wildcards):
+        experiment = f"{wildcards.method}/{wildcards.name}"
+        if experiment == exps.BASE_EXPERIMENT:
+            return config[task]["training"]
+        return exps.effective_params(
+            config[task]["training"], config[task]["experiments_dir"], experiment
+        )
+
+    return params
+
+
+def all_targets():
+    return [f"results/{task}/summary.csv" for task in config["tasks"]] + [
+        f"results/{task}/pareto.png" for task in config["tasks"]
+    ]

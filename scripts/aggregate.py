@@ -1,0 +1,25 @@
+"""Snakemake entry point: summary table and Pareto chart of one task (rule *_aggregate)."""
+
+import os
+import sys
+from pathlib import Path
+
+# Threads that spin while waiting make a 2-core machine 10x slower when two jobs share it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+from peftbench.aggregate import load_results, provenance_warnings, summarize, write_summary  # noqa: E402
+from peftbench.charts import pareto_chart, save_chart  # noqa: E402
+from peftbench.workflow import redirect_log  # noqa: E402
+
+sm = snakemake  # noqa: F821
+redirect_log(sm)
+table = summarize(load_results(sm.input))
+for warning in provenance_warnings(table):
+    print(f"WARNING: {warning}")
+write_summary(table, sm.output.summary)
+save_chart(pareto_chart(table, title=sm.params.title), sm.output.html, sm.output.png)
+failed = table[table["status"] == "failed"]
+print(f"{len(table)} results, {len(failed)} failed")
+for row in failed.itertuples():
+    print(f"FAILED {row.experiment} seed {row.seed}: {row.error}")

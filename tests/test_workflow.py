@@ -1,0 +1,120 @@
+"""The workflow end to end on the test profile (config/test.yaml), and its caching behaviour.
+
+The repository is copied to a temporary folder so the runs never touch the user's results/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench"]
+
+
+def snakemake(
+    workdir: Path, *args: str, extra_config: str | None = None
+) -> subprocess.CompletedProcess:
+    configfiles = ["config/test.yaml"]
+    if extra_config is not None:
+        (workdir / "extra.yaml").write_text(extra_config)
+        configfiles.append("extra.yaml")
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+        "--configfile",
+        *configfiles,
+        *args,
+    ]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    counts = {}
+    for rule, count in re.findall(r"^(\w+)\s+(\d+)$", dry_run_output, flags=re.M):
+        if rule != "total":
+            counts[rule] = int(count)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("wf")
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, workdir / name)
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return workdir
+
+
+def test_end_to_end_outputs(workflow_run: Path) -> None:
+    summary = pd.read_csv(workflow_run / "results/math/summary.csv")
+    expected = {"base/no-finetuning", "lora/rank8-qv"}
+    assert expected <= set(summary["experiment"])
+    assert (summary["status"] == "success").all(), summary[["experiment", "error"]]
+    base = summary[summary["method"] == "base"].iloc[0]
+    assert base["trainable_params"] == 0
+    lora = summary[summary["experiment"] == "lora/rank8-qv"].iloc[0]
+    assert 0 < lora["trainable_params"] < lora["total_params"]
+    assert lora["train_memory_gb"] > 0 and lora["train_time_min"] > 0
+    assert lora["file_size_mb"] > 0
+    assert (
+        0 <= lora["test_accuracy_ci_low"] <= lora["test_accuracy"] <= lora["test_accuracy_ci_high"]
+    )
+    assert (workflow_run / "results/math/pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (workflow_run / "results/math/pareto.html").read_text()
+    assert "cdn.jsdelivr" not in html and "lora/rank8-qv" in html
+
+    result = json.loads(
+        (workflow_run / "results/math/runs/lora/rank8-qv/seed0/result.json").read_text()
+    )
+    # The effective config records the deep-merged overrides and the defaults they kept.
+    assert result["config"]["optimizer_kwargs"]["weight_decay"] == 0.1
+    assert result["peft_config"]["peft_type"] == "LORA"
+    assert result["provenance"]["packages"]["peft"]
+    assert len(result["curves"]["valid_accuracy"]) == 2  # eval_steps 3 of max_steps 6
+    adapter = workflow_run / "results/math/runs/lora/rank8-qv/seed0/adapter"
+    assert (adapter / "adapter_model.safetensors").exists()
+
+
+def test_rerun_schedules_nothing(workflow_run: Path) -> None:
+    proc = snakemake(workflow_run, "-n")
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_editing_one_experiment_reruns_only_it(workflow_run: Path) -> None:
+    config_path = workflow_run / "experiments/math/lora/rank8-qv/adapter_config.json"
+    cfg = json.loads(config_path.read_text())
+    cfg["lora_alpha"] = cfg["lora_alpha"] * 2
+    config_path.write_text(json.dumps(cfg, indent=2))
+    proc = snakemake(workflow_run, "-n")
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout)
+    assert counts.get("math_train") == 1, proc.stdout
+    assert counts.get("math_aggregate") == 1
+    assert "math_base_model" not in counts and "math_prepare_data" not in counts
+
+
+def test_changing_a_task_default_reruns_every_experiment(workflow_run: Path) -> None:
+    summary = pd.read_csv(workflow_run / "results/math/summary.csv")
+    proc = snakemake(workflow_run, "-n", extra_config="math: {training: {max_steps: 7}}\n")
+    assert proc.returncode == 0, proc.stderr
+    assert job_counts(proc.stdout).get("math_train") == len(summary), proc.stdout
