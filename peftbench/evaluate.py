@@ -56,30 +56,24 @@ def greedy_generate(
 
 
 def heldout_loss(
-    model: Any,
-    tokenizer: Any,
-    texts: list[str],
-    batch_size: int,
-    max_len: int,
-    device: torch.device,
+    model: Any, examples: list[dict], batch_size: int, pad_id: int, device: torch.device
 ) -> float:
-    """Mean next-token cross-entropy over all tokens of ``texts`` pooled (not per document)."""
+    """Mean next-token cross-entropy over all labelled tokens of ``examples`` (encoded like
+    training examples), pooled across examples rather than averaged per example."""
+    from peftbench.train import collate
+
     total, count = 0.0, 0
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            enc = [tokenizer(t)["input_ids"][:max_len] for t in texts[start : start + batch_size]]
-            width = max(map(len, enc))
-            ids = torch.full((len(enc), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, e in enumerate(enc):
-                ids[row, : len(e)] = torch.tensor(e)
-                mask[row, : len(e)] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        for start in range(0, len(examples), batch_size):
+            batch = collate(examples[start : start + batch_size], pad_id, device)
+            width = batch["input_ids"].shape[1]
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
             # Prompt-learning models prepend virtual tokens: keep only the real positions.
-            logits = logits[:, -width:, :]
-            targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+            logits = logits[:, -width:, :].float()
+            targets = batch["labels"][:, 1:]
             loss = torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.size(-1)),
                 targets.reshape(-1),

@@ -4,7 +4,7 @@ Every source of data ends up in the same prepared form, so the training and eval
 not know whether it runs the embedded default or MetaMathQA/GSM8K:
 
     <data_dir>/train.jsonl, valid.jsonl, test.jsonl   records {"query", "response", "answer"}
-    <data_dir>/heldout.jsonl                          records {"text"} (forgetting probe)
+    <data_dir>/heldout.jsonl   forgetting probe: {"text"} (hub corpus) or {"query", "response"}
     <data_dir>/pretrain.jsonl                         embedded only: base-model pretraining set
 """
 
@@ -46,9 +46,8 @@ def prepare_embedded(cfg: dict[str, Any], out: Path) -> None:
         "pretrain", cfg["pretrain_size"], seed + 5, exclude={r["query"] for r in heldout}
     )
     write_jsonl(out / "pretrain.jsonl", pretrain)
-    write_jsonl(
-        out / "heldout.jsonl", [{"text": f"{r['query']}\n{r['response']}"} for r in heldout]
-    )
+    # Forgetting probe: the pretraining skill itself (response loss on unseen pretraining problems).
+    write_jsonl(out / "heldout.jsonl", heldout)
     for name, rows in [("train", train_rows), ("valid", valid), ("test", test)]:
         write_jsonl(out / f"{name}.jsonl", rows)
 
@@ -253,6 +252,16 @@ def accuracy(
     return correct, n, outputs
 
 
+def encode_heldout(tokenizer: Any, row: dict, params: dict[str, Any]) -> dict:
+    """A forgetting-probe row: plain text (loss on every token, e.g. Wikipedia for a hub model)
+    or a pretraining-style problem (loss on the response, the skill the base model was built for)."""
+    if "text" in row:
+        ids = tokenizer(row["text"])["input_ids"][: params["max_seq_length"]]
+        return {"input_ids": ids, "labels": list(ids)}
+    prompt = params["query_template"].format(query=row["query"])
+    return encode(tokenizer, prompt, row["response"], params["max_seq_length"], False)
+
+
 EMPTY_METRICS = dict.fromkeys(
     [
         "test_accuracy",
@@ -371,7 +380,7 @@ def _run(
     train_rows = read_jsonl(data_dir / "train.jsonl")
     valid_rows = read_jsonl(data_dir / "valid.jsonl")
     test_rows = read_jsonl(data_dir / "test.jsonl")
-    heldout = [r["text"] for r in read_jsonl(data_dir / "heldout.jsonl")]
+    heldout_rows = read_jsonl(data_dir / "heldout.jsonl")
     tracker = MemoryTracker(device)
     if device.type == "cuda":
         tracker.set_baseline()  # CUDA: include the weights, as the published benchmark does
@@ -381,10 +390,10 @@ def _run(
         tracker.set_baseline()  # CPU: RSS after loading; see memory.py
     metrics["memory_measure"] = tracker.measure
 
+    heldout = [encode_heldout(tokenizer, row, params) for row in heldout_rows]
+
     def loss_on_heldout(m: Any) -> float:
-        return heldout_loss(
-            m, tokenizer, heldout, params["batch_size"], params["max_seq_length"], device
-        )
+        return heldout_loss(m, heldout, params["batch_size"], tokenizer.pad_token_id, device)
 
     metrics["heldout_loss_before"] = loss_on_heldout(model)
     is_base = result["method"] == BASE_METHOD
