@@ -16,3 +16,7 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onsuccess:
+    report_failures()

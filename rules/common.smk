@@ -1,6 +1,7 @@
 # Config validation and experiment discovery. Runs while the DAG is built, so a bad config or
 # experiment file fails here, naming the file and the key, before any job starts.
 import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -71,3 +72,18 @@ def all_targets():
     return [f"results/{task}/summary.csv" for task in config["tasks"]] + [
         f"results/{task}/pareto.png" for task in config["tasks"]
     ]
+
+
+def report_failures():
+    """Final summary line: how many experiments failed (their jobs exit 0 so the DAG goes on)."""
+    import pandas as pd
+
+    for task in config["tasks"]:
+        path = Path(f"results/{task}/summary.csv")
+        if not path.exists():
+            continue
+        table = pd.read_csv(path)
+        failed = table[table["status"] == "failed"]
+        print(f"peftbench {task}: {len(table) - len(failed)} succeeded, {len(failed)} failed")
+        for row in failed.itertuples():
+            print(f"  FAILED {row.experiment} seed {row.seed}: {row.error}")

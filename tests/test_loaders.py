@@ -161,3 +161,28 @@ def test_gsm8k_valid_subset_small_input():
     rows = [{"query": "a"}, {"query": "b"}]
     assert sorted(r["query"] for r in gsm8k_valid_subset(rows, n=50)) == ["a", "b"]
     assert gsm8k_valid_subset([], n=5) == []
+
+
+def test_prepare_hub_path_on_local_files(tmp_path):
+    """The preset's data path (MetaMathQA + GSM8K + a text corpus) end to end on local files."""
+    from peftbench.math_task import prepare_data
+
+    heldout = tmp_path / "wiki.jsonl"
+    heldout.write_text("".join(json.dumps({"text": f"Article {i}."}) + "\n" for i in range(5)))
+    gsm8k = str(DATA / "gsm8k_sample.jsonl")
+    hub = {
+        "train": {"path": str(DATA / "metamathqa_sample.json"), "revision": None, "split": "train",
+                  "max_chars": 1300},
+        "valid": {"path": gsm8k, "revision": None, "split": "train", "n": 2, "seed": 0},
+        "test": {"path": gsm8k, "revision": None, "split": "test"},
+        "heldout": {"path": str(heldout), "revision": None, "split": "train", "n": 3},
+    }  # fmt: skip
+    prepare_data({"source": "hub", "hub": hub}, tmp_path / "data")
+    manifest = json.loads((tmp_path / "data/manifest.json").read_text())
+    assert manifest["rows"]["valid.jsonl"] == 2
+    assert manifest["rows"]["heldout.jsonl"] == 3
+    assert manifest["rows"]["train.jsonl"] == 5, "the over-long MetaMathQA row is filtered out"
+    assert manifest["rows"]["test.jsonl"] == 5
+    test_rows = [json.loads(x) for x in (tmp_path / "data/test.jsonl").read_text().splitlines()]
+    assert all(set(r) >= {"query", "response", "answer"} for r in test_rows)
+    assert "1234" in {r["answer"] for r in test_rows}

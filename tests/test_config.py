@@ -1,0 +1,138 @@
+"""Training-param merging and validation, experiment discovery, the workflow config schema."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from peftbench import experiments as exps
+from peftbench.config import ConfigError, deep_merge, validate_training_params
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = str(REPO / "config/schemas/config.schema.yaml")
+DEFAULTS = yaml.safe_load((REPO / "config/config.yaml").read_text())["math"]["training"]
+
+
+def test_deep_merge_keeps_nested_defaults():
+    merged = deep_merge(DEFAULTS, {"optimizer_kwargs": {"lr": 0.5}})
+    assert merged["optimizer_kwargs"] == {"lr": 0.5, "weight_decay": 0.1}
+    assert DEFAULTS["optimizer_kwargs"]["lr"] == 0.001, "defaults are not mutated"
+
+
+def test_deep_merge_replaces_non_mapping_values():
+    assert deep_merge({"a": {"b": 1}}, {"a": 3}) == {"a": 3}
+    assert deep_merge({"a": [1, 2]}, {"a": [3]}) == {"a": [3]}
+    assert deep_merge({"a": {"b": {"c": 1, "d": 2}}}, {"a": {"b": {"c": 5}}}) == {
+        "a": {"b": {"c": 5, "d": 2}}
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"max_step": 10}, "unknown training key 'max_step'"),
+        ({"max_steps": "10"}, "'max_steps' must be int"),
+        ({"max_steps": -5}, "'max_steps' must be > 0"),
+        ({"max_steps": True}, "'max_steps' must be int"),
+        ({"optimizer_type": "SGDX"}, "'optimizer_type' must be one of"),
+        ({"optimizer_kwargs": {"lr": -1}}, "'optimizer_kwargs.lr' must be a number > 0"),
+        ({"query_template": "Q: {question}"}, "must contain the placeholder {query}"),
+        ({"warmup_ratio": -0.1}, "'warmup_ratio' must be >= 0"),
+    ],
+)
+def test_bad_training_params_name_file_and_key(override, message):
+    problems = validate_training_params(override, "exp/training_params.json")
+    assert len(problems) == 1
+    assert problems[0].startswith("exp/training_params.json: ")
+    assert message in problems[0]
+
+
+def test_defaults_are_valid():
+    assert validate_training_params(DEFAULTS, "config") == []
+
+
+def make_experiment(root: Path, name: str, adapter: dict | None = None, params=None) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    if adapter is not None:
+        (folder / "adapter_config.json").write_text(json.dumps(adapter))
+    if params is not None:
+        (folder / "training_params.json").write_text(
+            params if isinstance(params, str) else json.dumps(params)
+        )
+
+
+def test_discover_select_and_effective_params(tmp_path):
+    make_experiment(tmp_path, "lora/r8", {"peft_type": "LORA"}, {"optimizer_kwargs": {"lr": 0.01}})
+    make_experiment(tmp_path, "full-finetuning/lr1e-3", params={"max_steps": 5})
+    (tmp_path / "empty/none").mkdir(parents=True)
+    found = exps.discover(tmp_path)
+    assert found == ["full-finetuning/lr1e-3", "lora/r8"]
+    assert exps.select(found, ["lora/*"]) == ["lora/r8"]
+    assert exps.select(found, []) == found
+    with pytest.raises(ConfigError, match="match no experiment"):
+        exps.select(found, ["vera/*"])
+    params = exps.effective_params(DEFAULTS, tmp_path, "lora/r8")
+    assert params["optimizer_kwargs"] == {"lr": 0.01, "weight_decay": 0.1}
+    assert exps.experiment_files(tmp_path, "full-finetuning/lr1e-3") == [
+        str(tmp_path / "full-finetuning/lr1e-3/training_params.json")
+    ]
+
+
+def test_effective_params_errors_name_the_file(tmp_path):
+    make_experiment(tmp_path, "lora/bad-json", {"peft_type": "LORA"}, "{not json")
+    make_experiment(tmp_path, "lora/bad-key", {"peft_type": "LORA"}, {"lr": 0.1})
+    with pytest.raises(ConfigError, match=r"lora/bad-json/training_params.json: invalid JSON"):
+        exps.effective_params(DEFAULTS, tmp_path, "lora/bad-json")
+    with pytest.raises(
+        ConfigError, match=r"bad-key/training_params.json: unknown training key 'lr'"
+    ):
+        exps.effective_params(DEFAULTS, tmp_path, "lora/bad-key")
+
+
+def test_check_adapter_config(tmp_path):
+    make_experiment(tmp_path, "x/unknown-type", {"peft_type": "NOT_A_METHOD"})
+    make_experiment(tmp_path, "x/list", None)
+    (tmp_path / "x/list/adapter_config.json").write_text("[1, 2]")
+    assert "not a PEFT method" in exps.check_adapter_config(tmp_path, "x/unknown-type")[0]
+    assert "expected a JSON object" in exps.check_adapter_config(tmp_path, "x/list")[0]
+
+
+def load_config(*files: str) -> dict:
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for name in files:
+        config = deep_merge(config, yaml.safe_load((REPO / name).read_text()))
+    return config
+
+
+@pytest.mark.parametrize(
+    "files", [(), ("config/test.yaml",), ("config/presets/metamathqa-llama-3.2-3b.yaml",)]
+)
+def test_shipped_configs_validate(files):
+    validate(load_config(*files), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        (("math", "training", "max_steps"), 0, "max_steps"),
+        (("math", "training", "dtype"), "fp8", "dtype"),
+        (("math", "data", "source"), "ftp", "source"),
+        (("math", "data", "embedded", "test_size"), "many", "test_size"),
+        (("seeds",), [-1], "seeds"),
+        (("math", "training", "query_template"), "no placeholder", "query_template"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_the_key(path, value, key):
+    config = copy.deepcopy(load_config())
+    node = config
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(WorkflowError) as info:
+        validate(config, SCHEMA)
+    assert key in str(info.value)

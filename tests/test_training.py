@@ -1,0 +1,178 @@
+"""Real training and evaluation runs on a tiny embedded model (a few seconds each)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from peftbench import math_task
+from peftbench.aggregate import validate_result
+from peftbench.config import deep_merge
+from peftbench.train import batch_stream, encode
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = deep_merge(
+    yaml.safe_load((REPO / "config/config.yaml").read_text()),
+    yaml.safe_load((REPO / "config/test.yaml").read_text()),
+)["math"]
+PARAMS = CONFIG["training"]
+TIMING_KEYS = {"train_memory_peak_bytes", "train_memory_allocated_peak_bytes", "eval_memory_peak_bytes",
+               "eval_memory_allocated_peak_bytes", "train_time_s", "eval_time_s", "train_tokens_per_s"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    math_task.prepare_data(CONFIG["data"], root / "data")
+    math_task.build_embedded_base(CONFIG["base_model"]["embedded"], root / "data", root / "base", 1)
+    return root
+
+
+def run(tiny: Path, experiment: str, out: str, params=PARAMS, adapter: dict | None = None) -> dict:
+    method, name = experiment.split("/")
+    exp_dir = REPO / "experiments/math" / experiment
+    if adapter is not None:
+        exp_dir = tiny / "experiments" / experiment
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        (exp_dir / "adapter_config.json").write_text(json.dumps(adapter))
+    return math_task.run_experiment(
+        task="math", method=method, name=name, seed=0,
+        exp_dir=exp_dir if method != "base" else None, params=params,
+        model_cfg=CONFIG["base_model"], base_dir=tiny / "base", data_dir=tiny / "data",
+        out_dir=tiny / out, threads=1, progress=False,
+    )  # fmt: skip
+
+
+def test_prepared_data_is_disjoint_and_complete(tiny):
+    manifest = json.loads((tiny / "data/manifest.json").read_text())
+    assert manifest["rows"]["test.jsonl"] == CONFIG["data"]["embedded"]["test_size"]
+    queries = {}
+    for split in ("train", "valid", "test"):
+        lines = (tiny / "data" / f"{split}.jsonl").read_text().splitlines()
+        queries[split] = {json.loads(line)["query"] for line in lines}
+    assert not queries["train"] & queries["test"] and not queries["valid"] & queries["test"]
+
+
+def test_base_model_reloads_like_a_hub_model(tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny / "base")
+    model = AutoModelForCausalLM.from_pretrained(tiny / "base")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    text = "Sam has 5 apples. 5 + 3 = 8"
+    assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
+
+
+def test_lora_run_writes_a_valid_result(tiny):
+    result = run(tiny, "lora/rank8-qv", "lora")
+    assert result["status"] == "success", result["error"]
+    validate_result(json.loads((tiny / "lora/result.json").read_text()))
+    m = result["metrics"]
+    assert 0 < m["trainable_params"] < m["total_params"]
+    assert m["train_steps"] == PARAMS["max_steps"]
+    assert m["train_time_s"] > 0 and m["eval_time_s"] > 0 and m["train_tokens"] > 0
+    assert m["file_size_bytes"] > 0 and m["test_n"] == CONFIG["data"]["embedded"]["test_size"]
+    assert m["forgetting"] == pytest.approx(m["heldout_loss_after"] - m["heldout_loss_before"])
+    assert [p["step"] for p in result["curves"]["valid_accuracy"]] == [3, 6]
+    assert (tiny / "lora/adapter/adapter_model.safetensors").exists()
+    assert len((tiny / "lora/test_predictions.jsonl").read_text().splitlines()) == m["test_n"]
+
+
+def test_base_reference_row(tiny):
+    result = run(tiny, "base/no-finetuning", "base")
+    assert result["status"] == "success", result["error"]
+    assert result["metrics"]["trainable_params"] == 0 and result["metrics"]["train_time_s"] is None
+    assert result["metrics"]["forgetting"] == 0
+
+
+def test_same_seed_same_numbers(tiny):
+    first = run(tiny, "lora/rank8-qv", "det1")["metrics"]
+    second = run(tiny, "lora/rank8-qv", "det2")["metrics"]
+    assert {k: v for k, v in first.items() if k not in TIMING_KEYS} == {
+        k: v for k, v in second.items() if k not in TIMING_KEYS
+    }
+
+
+def test_nan_loss_fails_the_run_but_writes_a_result(tiny):
+    # lora_alpha = Infinity makes the adapter's scaling infinite: the first loss is NaN.
+    adapter = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha": float("inf"),
+               "target_modules": ["q_proj", "v_proj"]}  # fmt: skip
+    result = run(tiny, "lora/nan", "nan", adapter=adapter)
+    assert result["status"] == "failed"
+    assert "NonFiniteLossError" in result["error"]
+    saved = json.loads((tiny / "nan/result.json").read_text())
+    validate_result(saved)
+    assert saved["status"] == "failed" and saved["metrics"]["test_accuracy"] is None
+
+
+def test_training_learns(tiny):
+    """Full fine-tuning for a few more steps lowers the training loss."""
+    params = deep_merge(PARAMS, {"max_steps": 30, "log_steps": 10, "eval_steps": 0,
+                                 "optimizer_kwargs": {"lr": 0.003}})  # fmt: skip
+    result = run(tiny, "full-finetuning/lr_0.001", "full", params=params)
+    losses = [p["loss"] for p in result["curves"]["train_loss"]]
+    assert losses[-1] < losses[0]
+
+
+def test_encode_masks_the_prompt_unless_asked():
+    class Tok:
+        eos_token_id = 9
+
+        def __call__(self, text, add_special_tokens=True):
+            ids = [ord(c) - 96 for c in text]
+            return {"input_ids": ([0] if add_special_tokens else []) + ids}
+
+    masked = encode(Tok(), "ab", "c", 10, train_on_prompt=False)
+    assert masked["input_ids"] == [0, 1, 2, 3, 9]
+    assert masked["labels"] == [-100, -100, -100, 3, 9]
+    assert encode(Tok(), "ab", "c", 10, train_on_prompt=True)["labels"] == [0, 1, 2, 3, 9]
+    assert encode(Tok(), "ab", "cd", 4, train_on_prompt=False)["input_ids"] == [0, 1, 2, 3]
+
+
+def test_batch_stream_is_deterministic_and_bucketed():
+    lengths = [
+        int(x) for x in torch.randint(5, 60, (200,), generator=torch.Generator().manual_seed(0))
+    ]
+    a, b = batch_stream(lengths, 8, 4, seed=1), batch_stream(lengths, 8, 4, seed=1)
+    first = [next(a) for _ in range(50)]
+    assert first == [next(b) for _ in range(50)]
+    epoch = sorted(i for batch in first[:25] for i in batch)
+    assert epoch == list(range(200)), "one epoch covers every sample exactly once"
+    spread = sum(max(lengths[i] for i in x) - min(lengths[i] for i in x) for x in first[:25]) / 25
+    assert spread < 20, "length bucketing keeps batches homogeneous"
+
+
+def test_gradient_checkpointing_and_accumulation(tiny):
+    params = deep_merge(PARAMS, {"use_gc": True, "grad_accumulation_steps": 2, "eval_steps": 0})
+    result = run(tiny, "lora/rank8-all-linear", "gc", params=params)
+    assert result["status"] == "success", result["error"]
+    assert result["metrics"]["train_steps"] == PARAMS["max_steps"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs"),
+    [
+        ("lora+", {"lr": 1e-3, "loraplus_lr_ratio": 16}),
+        ("lora-fa", {"lr": 1e-3, "r": 4, "lora_alpha": 8}),
+    ],
+)
+def test_peft_optimizers(kind, kwargs):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from peftbench.train import make_optimizer
+
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    model = get_peft_model(
+        LlamaForCausalLM(config), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    optimizer = make_optimizer(model, {"optimizer_type": kind, "optimizer_kwargs": kwargs})
+    lrs = {group["lr"] for group in optimizer.param_groups}
+    if kind == "lora+":
+        assert lrs == {1e-3, 16e-3}, "LoRA+ gives the B matrices a larger learning rate"
+    else:
+        frozen = [n for n, p in model.named_parameters() if "lora_A" in n and not p.requires_grad]
+        assert frozen, "LoRA-FA freezes the A matrices"
