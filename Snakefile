@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/math.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -32,8 +32,11 @@ def separated_methods(ok: pd.DataFrame) -> int:
     best = 1 if rows else 0
     for size in range(2, len(rows) + 1):
         found = any(
-            all(a.test_accuracy_ci_high < b.test_accuracy_ci_low or b.test_accuracy_ci_high < a.test_accuracy_ci_low
-                for a, b in combinations(group, 2))
+            all(
+                a.test_accuracy_ci_high < b.test_accuracy_ci_low
+                or b.test_accuracy_ci_high < a.test_accuracy_ci_low
+                for a, b in combinations(group, 2)
+            )
             for group in combinations(rows, size)
         )
         if not found:
@@ -52,7 +55,9 @@ def main() -> int:
     for name in COPY:
         src, dst = REPO / name, workdir / name
         if src.is_dir():
-            shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
         else:
             shutil.copy(src, dst)
     cmd = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--resources", "gpu=1"]
@@ -66,20 +71,35 @@ def main() -> int:
 
     table = pd.read_csv(workdir / "results/math/summary.csv")
     pd.set_option("display.width", 200)
-    columns = ["experiment", "status", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high",
-               "train_memory_gb", "train_time_min", "eval_time_min", "trainable_params",
-               "file_size_mb", "forgetting", "on_frontier"]
+    columns = [
+        "experiment",
+        "status",
+        "test_accuracy",
+        "test_accuracy_ci_low",
+        "test_accuracy_ci_high",
+        "train_memory_gb",
+        "train_time_min",
+        "eval_time_min",
+        "trainable_params",
+        "file_size_mb",
+        "forgetting",
+        "on_frontier",
+    ]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     base = table[table["method"] == "base"]["test_accuracy"].iloc[0]
     ok = table[(table["method"] != "base") & (table["status"] == "success")]
     best = ok.loc[ok["test_accuracy"].idxmax()]
     print(f"\nbase model accuracy: {base:.1%} (target < 10%): {'PASS' if base < 0.10 else 'FAIL'}")
     gain = best["test_accuracy"] - base
-    print(f"best method: {best['experiment']} {best['test_accuracy']:.1%}, gain {gain * 100:.1f} points "
-          f"(target >= 30): {'PASS' if gain >= 0.30 else 'FAIL'}")
+    print(
+        f"best method: {best['experiment']} {best['test_accuracy']:.1%}, gain {gain * 100:.1f} points "
+        f"(target >= 30): {'PASS' if gain >= 0.30 else 'FAIL'}"
+    )
     separated = separated_methods(ok)
-    print(f"methods pairwise separated by their 95% intervals: {separated} (target >= 3): "
-          f"{'PASS' if separated >= 3 else 'FAIL'}")
+    print(
+        f"methods pairwise separated by their 95% intervals: {separated} (target >= 3): "
+        f"{'PASS' if separated >= 3 else 'FAIL'}"
+    )
     print(f"wall time target (< 15 min): {'PASS' if wall < 900 else 'FAIL'}")
     print(f"failed experiments: {len(table[table['status'] == 'failed'])}")
     if not args.keep and args.workdir is None:

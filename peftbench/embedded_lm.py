@@ -8,10 +8,16 @@ hub model such as Llama-3.2-3B.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from peftbench.io import read_jsonl, write_json
+from peftbench.memory import MemoryTracker
+from peftbench.train import encode, train
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
@@ -59,3 +65,43 @@ def build_model(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerFast) -
         **model_cfg,
     )
     return LlamaForCausalLM(config)
+
+
+def build_embedded_base(model_cfg: dict[str, Any], data_dir: Path, out: Path, threads: int) -> dict:
+    """Train a tokenizer and pretrain a tiny Llama on the pretraining distribution; save both."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(model_cfg["seed"])
+    pretrain = read_jsonl(data_dir / "pretrain.jsonl")
+    finetune = read_jsonl(data_dir / "train.jsonl")
+    # The tokenizer sees the fine-tuning wording too (as a hub tokenizer would have); the model's
+    # weights only ever see the pretraining distribution.
+    tokenizer = train_tokenizer(
+        [f"{r['query']} {r['response']}" for r in pretrain + finetune], model_cfg["vocab_size"]
+    )
+    model = build_model(model_cfg["architecture"], tokenizer)
+    params = model_cfg["pretraining"]
+    template = params["query_template"]
+    examples = [
+        encode(
+            tokenizer,
+            template.format(query=r["query"]),
+            r["response"],
+            params["max_seq_length"],
+            params["train_on_prompt"],
+        )
+        for r in pretrain
+    ]
+    tracker = MemoryTracker(torch.device("cpu"))
+    tracker.set_baseline()
+    stats = train(model, examples, params, model_cfg["seed"], tokenizer.pad_token_id, tracker)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    info = {
+        "parameters": model.num_parameters(),
+        "train_time_s": stats.train_time_s,
+        "final_loss": stats.loss_curve[-1]["loss"],
+        "steps": stats.steps,
+    }
+    write_json(out / "pretraining.json", {"config": model_cfg, **info})
+    return info

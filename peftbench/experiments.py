@@ -75,6 +75,10 @@ def check_adapter_config(root: Path | str, experiment: str) -> list[str]:
     from peft.utils import PeftType
 
     peft_type = data.get("peft_type")
+    if peft_type is None:
+        return [
+            f"{path}: missing 'peft_type' (a PEFT config as written by save_pretrained has one)"
+        ]
     if peft_type not in {t.value for t in PeftType}:
         return [
             f"{path}: 'peft_type' {peft_type!r} is not a PEFT method known to this peft version"

@@ -1,17 +1,13 @@
-"""The math-reasoning task: data preparation, the embedded base model, and one experiment run.
+"""The math-reasoning task: one experiment run (training and evaluation) on prepared data.
 
-Every source of data ends up in the same prepared form, so the training and evaluation code does
-not know whether it runs the embedded default or MetaMathQA/GSM8K:
-
-    <data_dir>/train.jsonl, valid.jsonl, test.jsonl   records {"query", "response", "answer"}
-    <data_dir>/heldout.jsonl   forgetting probe: {"text"} (hub corpus) or {"query", "response"}
-    <data_dir>/pretrain.jsonl                         embedded only: base-model pretraining set
+Data preparation is in ``math_data``; the embedded base model in ``embedded_lm``.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -19,150 +15,18 @@ from typing import Any
 
 import torch
 
-from peftbench import answers, mathgen
+from peftbench import answers
 from peftbench.config import canonical_hash, file_hash
 from peftbench.evaluate import greedy_generate, heldout_loss
 from peftbench.io import read_jsonl, write_json, write_jsonl
+from peftbench.math_data import data_hash
 from peftbench.memory import MemoryTracker
 from peftbench.provenance import code_revision, hardware, now, package_versions
 from peftbench.train import TrainStats, encode, train
 
-DATA_FILES = ["train.jsonl", "valid.jsonl", "test.jsonl", "heldout.jsonl"]
 BASE_METHOD, BASE_NAME = "base", "no-finetuning"
 
 
-# ----------------------------------------------------------------------------- data preparation
-def prepare_embedded(cfg: dict[str, Any], out: Path) -> None:
-    """Generate disjoint splits: fine-tuning train/valid/test, pretraining and held-out text."""
-    seed = cfg["seed"]
-    test = mathgen.sample("finetune", cfg["test_size"], seed + 1)
-    valid = mathgen.sample(
-        "finetune", cfg["valid_size"], seed + 2, exclude={r["query"] for r in test}
-    )
-    held = {r["query"] for r in test + valid}
-    train_rows = mathgen.sample("finetune", cfg["train_size"], seed + 3, exclude=held)
-    heldout = mathgen.sample("pretrain", cfg["heldout_size"], seed + 4)
-    pretrain = mathgen.sample(
-        "pretrain", cfg["pretrain_size"], seed + 5, exclude={r["query"] for r in heldout}
-    )
-    write_jsonl(out / "pretrain.jsonl", pretrain)
-    # Forgetting probe: the pretraining skill itself (response loss on unseen pretraining problems).
-    write_jsonl(out / "heldout.jsonl", heldout)
-    for name, rows in [("train", train_rows), ("valid", valid), ("test", test)]:
-        write_jsonl(out / f"{name}.jsonl", rows)
-
-
-def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
-    """MetaMathQA for training, GSM8K for validation and test, a text corpus for forgetting.
-
-    Each revision is first resolved to a commit sha and that sha is loaded, so the manifest
-    records the data actually used. Returns the split configs with the resolved revisions.
-    """
-    from peftbench import loaders
-
-    used = {
-        split: {**c, "revision": loaders.resolve_revision(c["path"], c.get("revision"))}
-        for split, c in cfg.items()
-    }
-    train_cfg, valid_cfg, test_cfg, held_cfg = (
-        used[k] for k in ("train", "valid", "test", "heldout")
-    )
-    train_rows = loaders.load_metamathqa(
-        train_cfg["path"],
-        train_cfg["revision"],
-        max_chars=train_cfg["max_chars"],
-        max_rows=train_cfg.get("max_rows"),
-    )
-    valid_all = loaders.load_gsm8k(
-        valid_cfg["path"], valid_cfg["revision"], valid_cfg.get("name", "main"), valid_cfg["split"]
-    )
-    valid = loaders.gsm8k_valid_subset(valid_all, valid_cfg["n"], valid_cfg["seed"])
-    test = loaders.load_gsm8k(
-        test_cfg["path"], test_cfg["revision"], test_cfg.get("name", "main"), test_cfg["split"]
-    )
-    texts = loaders.load_text(
-        held_cfg["path"],
-        held_cfg["revision"],
-        held_cfg["split"],
-        held_cfg["n"],
-        held_cfg.get("column", "text"),
-    )
-    write_jsonl(out / "heldout.jsonl", [{"text": t} for t in texts])
-    for name, rows in [("train", train_rows), ("valid", valid), ("test", test)]:
-        write_jsonl(out / f"{name}.jsonl", rows)
-    return used
-
-
-def prepare_data(data_cfg: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    if data_cfg["source"] == "embedded":
-        prepare_embedded(data_cfg["embedded"], out)
-        used = data_cfg["embedded"]
-    else:
-        used = prepare_hub(data_cfg["hub"], out)
-    for name in DATA_FILES:
-        if not read_jsonl(out / name):
-            raise ValueError(f"{out / name}: prepared split is empty; check the data config")
-    manifest = {name: sum(1 for _ in open(out / name)) for name in DATA_FILES}
-    write_json(
-        out / "manifest.json",
-        {
-            "source": data_cfg["source"],
-            "config": used,
-            "rows": manifest,
-            "data_hash": data_hash(out),
-        },
-    )
-
-
-def data_hash(data_dir: Path) -> str:
-    return file_hash([Path(data_dir) / name for name in DATA_FILES])
-
-
-# ----------------------------------------------------------------------------- embedded base model
-def build_embedded_base(model_cfg: dict[str, Any], data_dir: Path, out: Path, threads: int) -> dict:
-    """Train a tokenizer and pretrain a tiny Llama on the pretraining distribution; save both."""
-    from peftbench.embedded_lm import build_model, train_tokenizer
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(model_cfg["seed"])
-    pretrain = read_jsonl(data_dir / "pretrain.jsonl")
-    finetune = read_jsonl(data_dir / "train.jsonl")
-    # The tokenizer sees the fine-tuning wording too (as a hub tokenizer would have); the model's
-    # weights only ever see the pretraining distribution.
-    tokenizer = train_tokenizer(
-        [f"{r['query']} {r['response']}" for r in pretrain + finetune], model_cfg["vocab_size"]
-    )
-    model = build_model(model_cfg["architecture"], tokenizer)
-    params = model_cfg["pretraining"]
-    template = params["query_template"]
-    examples = [
-        encode(
-            tokenizer,
-            template.format(query=r["query"]),
-            r["response"],
-            params["max_seq_length"],
-            params["train_on_prompt"],
-        )
-        for r in pretrain
-    ]
-    tracker = MemoryTracker(torch.device("cpu"))
-    tracker.set_baseline()
-    stats = train(model, examples, params, model_cfg["seed"], tokenizer.pad_token_id, tracker)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    info = {
-        "parameters": model.num_parameters(),
-        "train_time_s": stats.train_time_s,
-        "final_loss": stats.loss_curve[-1]["loss"],
-        "steps": stats.steps,
-    }
-    write_json(out / "pretraining.json", {"config": model_cfg, **info})
-    return info
-
-
-# ----------------------------------------------------------------------------- one experiment
 def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -419,6 +283,7 @@ def _run(
             correct, n, _ = accuracy(m, tokenizer, valid_rows, params, device)
             return correct / n
 
+        checkpoints = out_dir / "checkpoint"
         stats = train(
             model,
             examples,
@@ -428,7 +293,10 @@ def _run(
             tracker,
             validate=validate,
             progress=progress,
+            checkpoint_dir=checkpoints,
         )
+        if not params["keep_checkpoints"]:
+            shutil.rmtree(checkpoints, ignore_errors=True)
         metrics.update(
             train_memory_peak_bytes=stats.peak_bytes,
             train_memory_allocated_peak_bytes=stats.peak_allocated_bytes,

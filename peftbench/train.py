@@ -7,12 +7,17 @@ is timed and memory-tracked separately.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
@@ -116,8 +121,14 @@ def train(
     tracker: MemoryTracker,
     validate: Callable[[torch.nn.Module], float] | None = None,
     progress: bool = True,
+    checkpoint_dir: Path | None = None,
 ) -> TrainStats:
-    """Train ``model`` in place on encoded ``examples`` for ``params['max_steps']`` optimizer steps."""
+    """Train ``model`` in place on encoded ``examples`` for ``params['max_steps']`` optimizer steps.
+
+    With ``checkpoint_dir`` and ``params['checkpoint_steps'] > 0``, a resumable checkpoint is saved
+    every N steps, and a checkpoint found there at the start is resumed from: on CPU the resumed
+    run ends with exactly the numbers of an uninterrupted one.
+    """
     device = tracker.device
     optimizer = make_optimizer(model, params)
     scheduler = make_scheduler(optimizer, params)
@@ -129,10 +140,23 @@ def train(
     base = getattr(model, "base_model", None)
     update_and_allocate = getattr(base, "update_and_allocate", None)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    stats, window = TrainStats(), []
+    stats, window, first = TrainStats(), [], 1
+    every = params.get("checkpoint_steps", 0) if checkpoint_dir is not None else 0
+    if every and (Path(checkpoint_dir) / CHECKPOINT).exists():
+        first, window = _load_checkpoint(Path(checkpoint_dir), model, optimizer, scheduler, stats)
+        # The batch order is a pure function of the seed: skip what was already consumed.
+        for _ in range((first - 1) * accum):
+            next(batches)
     model.train()
     tracker.reset()
-    bar = tqdm(range(1, params["max_steps"] + 1), desc="train", disable=not progress, mininterval=2)
+    bar = tqdm(
+        range(first, params["max_steps"] + 1),
+        desc="train",
+        disable=not progress,
+        mininterval=2,
+        initial=first - 1,
+        total=params["max_steps"],
+    )
     for step in bar:
         t0 = time.perf_counter()
         for _ in range(accum):
@@ -169,6 +193,8 @@ def train(
             stats.valid_curve.append({"step": step, "accuracy": acc})
             model.train()
             tracker.reset()
+        if every and step % every == 0 and step < params["max_steps"]:
+            _save_checkpoint(Path(checkpoint_dir), step, model, optimizer, scheduler, stats, window)
     _record_peak(stats, tracker)
     if stats.loss_curve and not math.isfinite(stats.loss_curve[-1]["loss"]):
         raise NonFiniteLossError("final loss is not finite")
@@ -180,3 +206,60 @@ def _record_peak(stats: TrainStats, tracker: MemoryTracker) -> None:
     stats.peak_bytes = max(stats.peak_bytes, peak)
     if allocated is not None:
         stats.peak_allocated_bytes = max(stats.peak_allocated_bytes or 0, allocated)
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                     stats: TrainStats, window: list[float]) -> None:  # fmt: skip
+    """Everything the rest of the run depends on: trainable weights, optimizer and scheduler
+    state, RNG states, statistics so far. Written atomically (a kill never leaves half a file)."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    state = {
+        "step": step,
+        "model": {k: v for k, v in model.state_dict().items() if k in trainable},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "stats": dataclasses.asdict(stats),
+        "window": window,
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }  # fmt: skip
+    # AdaLoRA's rank allocator keeps importance scores outside the parameters.
+    allocator = getattr(getattr(model, "base_model", None), "rankallocator", None)
+    if allocator is not None:
+        state["rankallocator"] = {
+            k: getattr(allocator, k) for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")
+        }
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / CHECKPOINT)
+
+
+def _load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                     stats: TrainStats) -> tuple[int, list[float]]:  # fmt: skip
+    # weights_only=False: the file holds RNG states; it is this workflow's own output.
+    state = torch.load(folder / CHECKPOINT, weights_only=False)
+    missing = set(state["model"]) - set(model.state_dict())
+    if missing:
+        raise RuntimeError(
+            f"{folder / CHECKPOINT}: does not match the model (e.g. {sorted(missing)[:3]})"
+        )
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for key, value in state["stats"].items():
+        setattr(stats, key, value)
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    allocator = getattr(getattr(model, "base_model", None), "rankallocator", None)
+    if allocator is not None and "rankallocator" in state:
+        for key, value in state["rankallocator"].items():
+            setattr(allocator, key, value)
+    print(f"resumed from {folder / CHECKPOINT} at step {state['step']}", flush=True)
+    return state["step"] + 1, state["window"]

@@ -30,6 +30,8 @@ rule math_prepare_data:
         "../envs/train.yaml"
     params:
         data=MATH["data"],
+        code=code_hash("data"),
+        libraries=library_versions(),
     script:
         "../scripts/prepare_math_data.py"
 
@@ -46,6 +48,8 @@ rule math_base_model:
     threads: 2
     params:
         model=MATH["base_model"],
+        code=code_hash("base"),
+        libraries=library_versions(),
     script:
         "../scripts/build_base_model.py"
 
@@ -70,6 +74,8 @@ rule math_train:
         training=training_params("math"),
         model=MATH["base_model"],
         experiments_dir=MATH["experiments_dir"],
+        code=code_hash("train"),
+        libraries=library_versions(),
     script:
         "../scripts/train_experiment.py"
 

@@ -165,7 +165,7 @@ def test_gsm8k_valid_subset_small_input():
 
 def test_prepare_hub_path_on_local_files(tmp_path):
     """The preset's data path (MetaMathQA + GSM8K + a text corpus) end to end on local files."""
-    from peftbench.math_task import prepare_data
+    from peftbench.math_data import prepare_data
 
     heldout = tmp_path / "wiki.jsonl"
     heldout.write_text("".join(json.dumps({"text": f"Article {i}."}) + "\n" for i in range(5)))

@@ -118,3 +118,46 @@ def test_changing_a_task_default_reruns_every_experiment(workflow_run: Path) -> 
     proc = snakemake(workflow_run, "-n", extra_config="math: {training: {max_steps: 7}}\n")
     assert proc.returncode == 0, proc.stderr
     assert job_counts(proc.stdout).get("math_train") == len(summary), proc.stdout
+
+
+def test_changing_training_code_reruns_training_only(workflow_run: Path) -> None:
+    code = workflow_run / "peftbench/evaluate.py"
+    original = code.read_text()
+    code.write_text(original + "\n# a change to the evaluation code\n")
+    try:
+        proc = snakemake(workflow_run, "-n")
+    finally:
+        code.write_text(original)
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout)
+    summary = pd.read_csv(workflow_run / "results/math/summary.csv")
+    assert counts.get("math_train") == len(summary), proc.stdout
+    assert "math_prepare_data" not in counts and "math_base_model" not in counts
+
+
+def test_failed_experiment_next_to_a_good_one(tmp_path: Path) -> None:
+    """A NaN experiment fails alone: the run exits 0, its row says failed, the rest succeed."""
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, tmp_path / name)
+    root = tmp_path / "nan-experiments"
+    shutil.copytree(REPO / "experiments/math/lora/rank8-qv", root / "lora/rank8-qv")
+    (root / "lora/nan").mkdir(parents=True)
+    # lora_alpha = Infinity makes the adapter's scaling infinite: the first loss is NaN.
+    (root / "lora/nan/adapter_config.json").write_text(
+        '{"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha": Infinity,'
+        ' "target_modules": ["q_proj", "v_proj"]}'
+    )
+    proc = snakemake(
+        tmp_path, extra_config=f"math: {{experiments_dir: {root}}}\nselect: {{math: []}}\n"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(tmp_path / "results/math/summary.csv").set_index("experiment")
+    assert summary.loc["lora/nan", "status"] == "failed"
+    assert "NonFiniteLossError" in summary.loc["lora/nan", "error"]
+    assert summary.loc["lora/rank8-qv", "status"] == "success"
+    assert summary.loc["base/no-finetuning", "status"] == "success"
+    assert "peftbench math: 2 succeeded, 1 failed" in proc.stdout + proc.stderr

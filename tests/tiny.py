@@ -1,0 +1,33 @@
+"""A tiny embedded setup shared by the tests that really train (see conftest.py's ``tiny``)."""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from peftbench import math_task
+from peftbench.config import deep_merge
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = deep_merge(
+    yaml.safe_load((REPO / "config/config.yaml").read_text()),
+    yaml.safe_load((REPO / "config/test.yaml").read_text()),
+)["math"]
+PARAMS = CONFIG["training"]
+TIMING_KEYS = {"train_memory_peak_bytes", "train_memory_allocated_peak_bytes", "eval_memory_peak_bytes",
+               "eval_memory_allocated_peak_bytes", "train_time_s", "eval_time_s", "train_tokens_per_s"}  # fmt: skip
+
+
+def run(tiny: Path, experiment: str, out: str, params=PARAMS, adapter: dict | None = None) -> dict:
+    method, name = experiment.split("/")
+    exp_dir = REPO / "experiments/math" / experiment
+    if adapter is not None:
+        exp_dir = tiny / "experiments" / experiment
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        (exp_dir / "adapter_config.json").write_text(json.dumps(adapter))
+    return math_task.run_experiment(
+        task="math", method=method, name=name, seed=0,
+        exp_dir=exp_dir if method != "base" else None, params=params,
+        model_cfg=CONFIG["base_model"], base_dir=tiny / "base", data_dir=tiny / "data",
+        out_dir=tiny / out, threads=1, progress=False,
+    )  # fmt: skip
