@@ -142,3 +142,52 @@ def test_peft_optimizers(kind, kwargs):
     else:
         frozen = [n for n, p in model.named_parameters() if "lora_A" in n and not p.requires_grad]
         assert frozen, "LoRA-FA freezes the A matrices"
+
+
+@pytest.mark.parametrize("peft_type", ["PROMPT_TUNING", "PREFIX_TUNING", "LORA"])
+def test_greedy_generate_matches_a_manual_greedy_loop(peft_type):
+    """Batched, left-padded, cached generation gives the tokens a plain argmax loop gives.
+
+    Guards against library mismatches: transformers 5.24 renamed generate's cache argument and
+    PEFT 0.21.2's prompt tuning then re-injected its virtual tokens at every step."""
+    from peft import get_peft_model
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from peftbench.evaluate import greedy_generate
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2)  # fmt: skip
+    kwargs = {"task_type": "CAUSAL_LM"}
+    if peft_type == "LORA":
+        kwargs.update(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    else:
+        kwargs.update(num_virtual_tokens=4)
+    model = get_peft_model(
+        LlamaForCausalLM(config), PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](**kwargs)
+    )
+    model.eval()
+
+    class Tok:  # characters 'a'.. map to ids 3..; no EOS is ever generated on purpose
+        pad_token_id, eos_token_id, bos_token_id = 0, 39, 1
+
+        def __call__(self, text):
+            return {"input_ids": [1] + [3 + ord(c) - 97 for c in text]}
+
+        def batch_decode(self, rows, skip_special_tokens=True):
+            return [" ".join(str(int(t)) for t in row) for row in rows]
+
+    prompts = ["abcde", "fg", "hijklmn"]
+    got = greedy_generate(
+        model, Tok(), prompts, batch_size=3, max_new_tokens=6, device=torch.device("cpu")
+    )
+    for prompt, text in zip(prompts, got, strict=True):
+        ids = torch.tensor([Tok()(prompt)["input_ids"]])
+        with torch.no_grad():
+            for _ in range(6):
+                logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+                ids = torch.cat([ids, logits[:, -1:].argmax(-1)], dim=1)
+        expected = " ".join(str(int(t)) for t in ids[0, len(Tok()(prompt)["input_ids"]) :])
+        assert text == expected, (peft_type, prompt)
