@@ -1,22 +1,43 @@
 # Config validation and experiment discovery. Runs while the DAG is built, so a bad config or
 # experiment file fails here, naming the file and the key, before any job starts.
 import sys
+from functools import cache
 from pathlib import Path
 
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 
-from peftbench.config import ConfigError  # noqa: E402
+from peftbench.config import ConfigError, file_hash  # noqa: E402
 from peftbench import experiments as exps  # noqa: E402
 
 validate(config, "../config/schemas/config.schema.yaml")
 
-TASK_RULES = {"math": "math"}
+# The package code each rule family's outputs depend on. Its hash is a rule parameter, so changing
+# that code (or the installed libraries below) makes Snakemake rerun the affected jobs; see README.
+CODE = {
+    "data": ["mathgen", "loaders", "math_data", "answers", "io"],
+    "base": ["embedded_lm", "train", "memory", "io"],
+    "train": ["math_task", "train", "evaluate", "memory", "answers", "config", "io"],
+}
+LIBRARIES = ["torch", "transformers", "peft", "tokenizers", "datasets"]
 
 
+def code_hash(family):
+    return file_hash(
+        [Path(workflow.basedir) / "peftbench" / f"{m}.py" for m in CODE[family]]
+    )
+
+
+def library_versions():
+    from importlib.metadata import version
+
+    return {name: version(name) for name in LIBRARIES}
+
+
+@cache
 def task_experiments(task):
-    """Selected experiments of ``task`` (method/name), validated up front."""
+    """Selected experiments of ``task`` (method/name), validated before any job starts."""
     cfg = config[task]
     found = exps.select(
         exps.discover(cfg["experiments_dir"]), config.get("select", {}).get(task)
@@ -28,8 +49,16 @@ def task_experiments(task):
             exps.effective_params(cfg["training"], cfg["experiments_dir"], experiment)
         except ConfigError as exc:
             problems.append(str(exc))
+    # The model-level check needs the files to be sound; it runs once, in the main process
+    # (cluster jobs re-read this file and need not repeat it).
+    if not problems and workflow.is_main_process:
+        from peftbench.validate import validate_task
+
+        problems = validate_task(cfg, found)
     if problems:
-        raise ConfigError("invalid experiments:\n" + "\n".join(problems))
+        raise ConfigError(
+            f"{len(problems)} problem(s) found before training:\n" + "\n".join(problems)
+        )
     return found
 
 
@@ -69,9 +98,20 @@ def training_params(task):
 
 
 def all_targets():
-    return [f"results/{task}/summary.csv" for task in config["tasks"]] + [
-        f"results/{task}/pareto.png" for task in config["tasks"]
-    ]
+    tasks = config["tasks"]
+    # The report's inputs (rules/report.smk) are built by default, so that
+    # `snakemake --report results/report.html` works right after a run.
+    report_pages = ["charts.html", "frontier.html", "configs.html"]
+    return (
+        [f"results/{task}/summary.csv" for task in tasks]
+        + [f"results/{task}/pareto.png" for task in tasks]
+        + [
+            "results/summary.parquet",
+            "results/summary.html",
+            "results/environment.html",
+        ]
+        + [f"results/{task}/report/{page}" for task in tasks for page in report_pages]
+    )
 
 
 def report_failures():
@@ -84,6 +124,8 @@ def report_failures():
             continue
         table = pd.read_csv(path)
         failed = table[table["status"] == "failed"]
-        print(f"peftbench {task}: {len(table) - len(failed)} succeeded, {len(failed)} failed")
+        print(
+            f"peftbench {task}: {len(table) - len(failed)} succeeded, {len(failed)} failed"
+        )
         for row in failed.itertuples():
             print(f"  FAILED {row.experiment} seed {row.seed}: {row.error}")

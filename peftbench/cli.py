@@ -1,0 +1,308 @@
+"""Command line: ``peftbench advise`` (also ``python -m peftbench advise``).
+
+``advise`` reads a summary table and prints the methods on the noise-aware Pareto frontier that
+fit a memory (and optionally time) budget, best first, with intervals and whether each one's
+lead over the next is within noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from peftbench.pareto import frontier_probability
+from peftbench.summary import (
+    SOURCE_PUBLISHED,
+    SOURCE_THIS_RUN,
+    quality_column,
+    read_summary,
+    table_item_scores,
+)
+
+_QUALITY_NAMES = {"test_accuracy": "test accuracy", "similarity": "similarity"}
+
+
+def default_summary(task: str, root: Path | str = "results") -> Path:
+    """``results/summary.csv`` if it exists, else the task's own ``results/<task>/summary.csv``."""
+    root = Path(root)
+    cross_task = root / "summary.csv"
+    return cross_task if cross_task.exists() else root / task / "summary.csv"
+
+
+def results_root(summary_path: Path | str, task: str) -> Path | None:
+    """The results folder holding ``<task>/runs`` next to (or above) a summary file."""
+    folder = Path(summary_path).resolve().parent
+    for candidate in (folder, folder.parent):
+        if (candidate / task / "runs").is_dir():
+            return candidate
+    return None
+
+
+def advise(
+    summary: pd.DataFrame,
+    task: str,
+    max_memory_gb: float,
+    max_time_min: float | None = None,
+    *,
+    source: str = SOURCE_THIS_RUN,
+    items: dict | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    threshold: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Frontier experiments of ``task`` within the budget, best first.
+
+    The frontier is computed among the experiments that fit the budget (mean over seeds of
+    ``train_memory_gb`` <= ``max_memory_gb`` and, when given, ``train_time_min`` <=
+    ``max_time_min``), over quality (max), memory (min) and, with a time budget, time (min).
+    Returns ``(frontier, all_experiments, notes)``: the frontier rows of
+    :func:`peftbench.pareto.frontier_probability` (best quality first), every experiment of
+    the task and source with its frontier columns, and notes on what was left out and why.
+    """
+    quality = quality_column(task)
+    rows = summary[(summary["task"] == task) & (summary["source"] == source)]
+    notes: list[str] = []
+    if rows.empty:
+        return pd.DataFrame(), pd.DataFrame(), [f"no {source} results for task {task}"]
+    failed = rows[rows["status"] != "success"]
+    if len(failed):
+        names = ", ".join(sorted(set(failed["experiment"])))
+        notes.append(f"{len(failed)} failed run(s) left out: {names}")
+    ok = rows[rows["status"] == "success"]
+    budget = {"train_memory_gb": max_memory_gb}
+    if max_time_min is not None:
+        budget["train_time_min"] = max_time_min
+    means = ok.groupby("experiment")[list(budget)].mean()
+    unmeasured = means[means.isna().any(axis=1)].index.tolist()
+    if unmeasured:
+        notes.append(
+            f"no {'/'.join(budget)} measured (cannot check the budget): "
+            + ", ".join(sorted(unmeasured))
+        )
+    fits = means.dropna()
+    for column, limit in budget.items():
+        fits = fits[fits[column] <= limit]
+    over = sorted(set(means.dropna().index) - set(fits.index))
+    if over:
+        notes.append(f"{len(over)} experiment(s) over the budget: " + ", ".join(over))
+    candidates = ok[ok["experiment"].isin(fits.index)]
+    if candidates.empty:
+        return pd.DataFrame(), pd.DataFrame(), notes
+    objectives = {quality: "max", **{column: "min" for column in budget}}
+    binary = quality == "test_accuracy"
+    table = frontier_probability(
+        candidates,
+        objectives,
+        quality=quality,
+        items={k: v for k, v in (items or {}).items() if k in candidates.index},
+        group="experiment",
+        n_col="test_n" if binary else None,
+        ci_cols=(f"{quality}_ci_low", f"{quality}_ci_high") if binary else None,
+        n_boot=n_boot,
+        seed=seed,
+        threshold=threshold,
+    )
+    families = ok.groupby("experiment")["family"].first()
+    table = table.join(families, on="experiment")
+    frontier = table[table["on_frontier"]].reset_index(drop=True)
+    return frontier, table, notes
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def format_advice(
+    frontier: pd.DataFrame,
+    task: str,
+    max_memory_gb: float,
+    max_time_min: float | None,
+    notes: Sequence[str],
+    *,
+    source: str = SOURCE_THIS_RUN,
+    reference: pd.Series | None = None,
+    n_boot: int = 1000,
+    threshold: float = 0.95,
+) -> str:
+    """The advice as plain text: a header, one line per frontier method, notes."""
+    quality = quality_column(task)
+    name = _QUALITY_NAMES.get(quality, quality)
+    budget = f"training memory <= {max_memory_gb:g} GB"
+    if max_time_min is not None:
+        budget += f" and training time <= {max_time_min:g} min"
+    lines = [f"Task {task} ({source}): Pareto-optimal methods within {budget}, best first."]
+    if frontier.empty:
+        lines.append("No experiment fits the budget.")
+    else:
+        items = int(frontier["n_items"].max())
+        noise = (
+            f"{items} test items (paired across methods) and seeds"
+            if items
+            else "the binomial noise of each accuracy (no per-item scores found)"
+        )
+        lines.append(
+            f"{name.capitalize()} with 95% bootstrap intervals ({n_boot} draws over {noise}); "
+            f"P(frontier): share of draws on the frontier; a lead is within noise when the "
+            f"method beats the next one in fewer than {threshold:.0%} of draws."
+        )
+        lines.append("")
+        header = ["#", "experiment", "family", f"{name} [95% CI]", "memory GB"]
+        if max_time_min is not None:
+            header.append("time min")
+        header += ["P(frontier)", "lead over next"]
+        body = []
+        for rank, row in enumerate(frontier.itertuples(index=False), start=1):
+            row = row._asdict()
+            cells = [
+                str(rank),
+                str(row["experiment"]),
+                str(row["family"]),
+                f"{_fmt(row[quality])} [{_fmt(row[f'{quality}_low'])}, "
+                f"{_fmt(row[f'{quality}_high'])}]",
+                _fmt(row["train_memory_gb"]),
+            ]
+            if max_time_min is not None:
+                cells.append(_fmt(row["train_time_min"], 2))
+            cells.append(f"{row['frontier_prob']:.0%}")
+            if pd.isna(row["lead"]):
+                cells.append("(lowest quality on the frontier)")
+            else:
+                verdict = "WITHIN NOISE" if bool(row["within_noise"]) else "beyond noise"
+                cells.append(
+                    f"+{row['lead']:.3f} [{row['lead_low']:.3f}, {row['lead_high']:.3f}] over "
+                    f"{row['next']}, P(better) {row['lead_prob']:.0%}: {verdict}"
+                )
+            body.append(cells)
+        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+        for cells in [header, *body]:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+        if frontier["within_noise"].fillna(False).astype(bool).any():
+            lines.append("")
+            lines.append(
+                "WITHIN NOISE: the next method is cheaper (in memory or time) and, as far as "
+                "this test set can tell, as good: the extra cost may buy nothing."
+            )
+    if reference is not None and not pd.isna(reference.get(quality)):
+        low = reference.get(f"{quality}_ci_low")
+        high = reference.get(f"{quality}_ci_high")
+        interval = f" [{_fmt(low)}, {_fmt(high)}]" if not pd.isna(low) and not pd.isna(high) else ""
+        lines.append(
+            f"Reference: {reference['experiment']} (no fine-tuning): {name} "
+            f"{_fmt(reference[quality])}{interval}."
+        )
+    for note in notes:
+        lines.append(f"Note: {note}.")
+    return "\n".join(lines)
+
+
+def _advise_command(args: argparse.Namespace) -> int:
+    summary_path = Path(args.summary) if args.summary else default_summary(args.task)
+    if not summary_path.exists():
+        print(
+            f"peftbench advise: {summary_path} does not exist; run the workflow first or pass "
+            "--summary",
+            file=sys.stderr,
+        )
+        return 2
+    summary = read_summary(summary_path)
+    if not (summary["task"] == args.task).any():
+        tasks = ", ".join(sorted(set(summary["task"].dropna())))
+        print(
+            f"peftbench advise: no task {args.task!r} in {summary_path} (tasks: {tasks})",
+            file=sys.stderr,
+        )
+        return 2
+    root = Path(args.results_dir) if args.results_dir else results_root(summary_path, args.task)
+    task_rows = summary[summary["task"] == args.task]
+    items = table_item_scores(task_rows, root) if args.source == SOURCE_THIS_RUN else {}
+    frontier, _, notes = advise(
+        summary,
+        args.task,
+        args.max_memory_gb,
+        args.max_time_min,
+        source=args.source,
+        items=items,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        threshold=args.threshold,
+    )
+    base = task_rows[(task_rows["family"] == "base") & (task_rows["source"] == args.source)]
+    reference = None
+    if not base.empty:
+        reference = base.iloc[0].copy()
+        quality = quality_column(args.task)
+        reference[quality] = float(np.nanmean(base[quality].to_numpy(dtype=float)))
+    print(
+        format_advice(
+            frontier,
+            args.task,
+            args.max_memory_gb,
+            args.max_time_min,
+            notes,
+            source=args.source,
+            reference=reference,
+            n_boot=args.n_boot,
+            threshold=args.threshold,
+        )
+    )
+    return 0 if not frontier.empty else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peftbench", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    advise_parser = commands.add_parser(
+        "advise",
+        help="methods on the noise-aware Pareto frontier within a memory/time budget",
+        description="Print the methods on the Pareto frontier (quality up, training memory "
+        "and, with --max-time-min, time down) that fit the budget, best first, with 95%% "
+        "bootstrap intervals and whether each lead over the next method is within noise.",
+    )
+    advise_parser.add_argument("--task", required=True, help="task name, e.g. math")
+    advise_parser.add_argument(
+        "--max-memory-gb", type=float, required=True, help="training memory budget (GB = 1e9 B)"
+    )
+    advise_parser.add_argument(
+        "--max-time-min", type=float, default=None, help="training time budget (minutes)"
+    )
+    advise_parser.add_argument(
+        "--summary",
+        default=None,
+        help="summary table (.csv or .parquet); default results/summary.csv, else "
+        "results/<task>/summary.csv",
+    )
+    advise_parser.add_argument(
+        "--results-dir",
+        default=None,
+        help="folder with <task>/runs/.../test_predictions.jsonl for per-item intervals "
+        "(default: found next to the summary)",
+    )
+    advise_parser.add_argument(
+        "--source",
+        # "this-run" is easier to type than the quoted "this run" of the tables.
+        type=lambda text: text.replace("-", " ").replace("_", " "),
+        choices=[SOURCE_THIS_RUN, SOURCE_PUBLISHED],
+        default=SOURCE_THIS_RUN,
+        help="which results to advise from (default: this run)",
+    )
+    advise_parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap draws")
+    advise_parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+    advise_parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.95,
+        help="a lead is within noise when P(better) is below this (default 0.95)",
+    )
+    advise_parser.set_defaults(handler=_advise_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``peftbench`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.handler(args)

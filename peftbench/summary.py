@@ -1,0 +1,365 @@
+"""Cross-task summary: one tidy row per run of this workflow, plus imported published results.
+
+Built on :func:`peftbench.aggregate.summarize` (one row per experiment x seed, readable units:
+GB = 1e9 bytes, minutes, MB = 1e6 bytes) with the method ``family``, the ``source`` ("this
+run" or "published"), image-generation metrics (``similarity``, ``drift``), a short
+``key_settings`` string and ``created_at``. Written to ``results/summary.parquet`` and
+``results/summary.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from peftbench.aggregate import BASE_METHOD, SUMMARY_COLUMNS, summarize
+from peftbench.answers import answers_match
+from peftbench.families import family_order, method_family
+from peftbench.io import atomic_path
+from peftbench.pareto import pareto_mask
+from peftbench.published import PublishedImport
+
+SOURCE_THIS_RUN = "this run"
+SOURCE_PUBLISHED = "published"
+SOURCES = (SOURCE_THIS_RUN, SOURCE_PUBLISHED)
+
+#: Headline quality metric of each task (higher is better); other tasks use test_accuracy.
+QUALITY_COLUMNS: dict[str, str] = {"math": "test_accuracy", "image-gen": "similarity"}
+
+PREDICTIONS_FILE = "test_predictions.jsonl"
+
+
+def quality_column(task: str) -> str:
+    """Name of ``task``'s headline quality column in the summary."""
+    return QUALITY_COLUMNS.get(task, "test_accuracy")
+
+
+def _cross_task_columns() -> list[str]:
+    columns = [c for c in SUMMARY_COLUMNS if c != "on_frontier"]
+    columns.insert(columns.index("task") + 1, "source")
+    columns.insert(columns.index("name") + 1, "family")
+    position = columns.index("forgetting") + 1
+    columns[position:position] = ["similarity", "drift"]
+    return [*columns, "key_settings", "created_at", "on_frontier"]
+
+
+#: Column order of the cross-task summary.
+CROSS_TASK_COLUMNS: list[str] = _cross_task_columns()
+
+_INT_COLUMNS = ["seed", "test_n", "trainable_params", "total_params", "max_steps"]
+_TEXT_COLUMNS = [
+    "task",
+    "source",
+    "experiment",
+    "method",
+    "name",
+    "family",
+    "status",
+    "error",
+    "peft_type",
+    "memory_measure",
+    "config_hash",
+    "code_revision",
+    "peft_version",
+    "torch_version",
+    "transformers_version",
+    "device",
+    "key_settings",
+    "created_at",
+]
+
+# Settings worth seeing in a tooltip, in this order; anything else is in the full config.
+_PEFT_SETTINGS = [
+    ("r", "r"),
+    ("lora_alpha", "alpha"),
+    ("init_r", "init_r"),
+    ("target_r", "target_r"),
+    ("use_dora", "dora"),
+    ("use_rslora", "rslora"),
+    ("num_virtual_tokens", "tokens"),
+    ("boft_block_size", "block"),
+    ("oft_block_size", "block"),
+    ("block_size", "block"),
+    ("d_initial", "d_initial"),
+    ("target_modules", "targets"),
+]
+
+
+def key_settings(config: Mapping[str, Any] | None, peft_config: Mapping[str, Any] | None) -> str:
+    """A short, human-readable digest of the settings that distinguish an experiment.
+
+    E.g. ``"r=8 alpha=16 targets=q_proj,v_proj lr=0.001 steps=200 batch=32"``. Boolean
+    switches are shown only when on; empty or null values are left out.
+    """
+    parts = []
+    peft_config = peft_config or {}
+    seen = set()
+    for key, label in _PEFT_SETTINGS:
+        value = peft_config.get(key)
+        # r=0 is how OFT says "use the block size instead": not a setting worth showing.
+        if value is None or value is False or value in ([], 0) or label in seen:
+            continue
+        if value is True:
+            parts.append(label)
+        elif isinstance(value, list | tuple):
+            parts.append(f"{label}={','.join(map(str, value))}")
+        else:
+            parts.append(f"{label}={value}")
+        seen.add(label)
+    config = config or {}
+    optimizer = config.get("optimizer_kwargs") or {}
+    lr = optimizer.get("lr")
+    if isinstance(lr, int | float) and not isinstance(lr, bool):
+        parts.append(f"lr={lr:g}")
+    elif lr is not None:
+        parts.append(f"lr={lr}")
+    if config.get("optimizer_type") not in (None, "AdamW"):
+        parts.append(f"optimizer={config['optimizer_type']}")
+    if config.get("max_steps") is not None:
+        parts.append(f"steps={config['max_steps']}")
+    if config.get("batch_size") is not None:
+        parts.append(f"batch={config['batch_size']}")
+    return " ".join(parts)
+
+
+def _this_run_rows(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Summary rows of this workflow's results, with the cross-task columns added."""
+    table = summarize(results)
+    extra = {
+        (r["task"], r["experiment"], r["seed"]): (
+            key_settings(r.get("config"), r.get("peft_config")),
+            r["provenance"].get("created_at"),
+        )
+        for r in results
+    }
+    keys = list(zip(table["task"], table["experiment"], table["seed"], strict=True))
+    table["key_settings"] = [extra[k][0] for k in keys]
+    table["created_at"] = [extra[k][1] for k in keys]
+    table["source"] = SOURCE_THIS_RUN
+    table["family"] = [
+        method_family(m, p) for m, p in zip(table["method"], table["peft_type"], strict=True)
+    ]
+    table["similarity"] = np.nan
+    table["drift"] = np.nan
+    return table
+
+
+def _published_rows(published: PublishedImport) -> pd.DataFrame:
+    rows = []
+    for row, config in zip(published.rows, published.configs, strict=True):
+        rows.append({**row, "key_settings": key_settings(config["config"], config["peft_config"])})
+    return pd.DataFrame.from_records(rows)
+
+
+def normalize(table: pd.DataFrame) -> pd.DataFrame:
+    """Give ``table`` every cross-task column with its dtype, and mark the frontiers.
+
+    Accepts older per-task summaries (``results/<task>/summary.csv``) too: missing columns
+    are derived (``family``) or defaulted (``source`` = this run; metrics NaN). ``on_frontier``
+    is recomputed per task and source, among successful rows only, over the task's quality
+    (max) and ``train_memory_gb`` (min). Rows are sorted by task, source, base model first,
+    quality descending (missing last), experiment and seed.
+    """
+    table = table.copy()
+    for column in CROSS_TASK_COLUMNS:
+        if column not in table.columns:
+            table[column] = None
+    if table["source"].isna().any():
+        table["source"] = table["source"].fillna(SOURCE_THIS_RUN)
+    missing_family = table["family"].isna()
+    if missing_family.any():
+        table.loc[missing_family, "family"] = [
+            method_family(m, p)
+            for m, p in zip(
+                table.loc[missing_family, "method"],
+                table.loc[missing_family, "peft_type"],
+                strict=True,
+            )
+        ]
+    for column in CROSS_TASK_COLUMNS:
+        if column in _INT_COLUMNS:
+            table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
+        elif column in _TEXT_COLUMNS:
+            # object dtype with None for missing, so CSV, Parquet and HTML all see "missing".
+            values = table[column].astype(object)
+            table[column] = values.where(values.notna(), None)
+        elif column != "on_frontier":
+            table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
+
+    on_frontier = np.zeros(len(table), dtype=bool)
+    for (task, _source), index in table.groupby(["task", "source"], sort=False).groups.items():
+        rows = table.loc[index]
+        rows = rows[rows["status"] == "success"]
+        if rows.empty:
+            continue
+        mask = pareto_mask(rows, {quality_column(task): "max", "train_memory_gb": "min"})
+        on_frontier[table.index.get_indexer(mask.index[mask.to_numpy()])] = True
+    table["on_frontier"] = on_frontier
+
+    quality = pd.Series(np.nan, index=table.index, dtype="float64")
+    for task in table["task"].dropna().unique():
+        rows = table["task"] == task
+        quality[rows] = table.loc[rows, quality_column(task)]
+    order = pd.DataFrame(
+        {
+            "task": table["task"].astype(str),
+            "source": table["source"].map(lambda s: SOURCES.index(s) if s in SOURCES else 9),
+            "not_base": table["method"] != BASE_METHOD,
+            "quality": quality,
+            "experiment": table["experiment"].astype(str),
+            "seed": table["seed"],
+        },
+        index=table.index,
+    )
+    order = order.sort_values(
+        ["task", "source", "not_base", "quality", "experiment", "seed"],
+        ascending=[True, True, True, False, True, True],
+        na_position="last",
+        kind="stable",
+    )
+    return table.loc[order.index, CROSS_TASK_COLUMNS].reset_index(drop=True)
+
+
+def build_summary(
+    results: Sequence[Mapping[str, Any]], published: PublishedImport | None = None
+) -> pd.DataFrame:
+    """The cross-task summary of validated ``results`` and the imported ``published`` rows."""
+    parts = [_this_run_rows(results)]
+    if published is not None and published.rows:
+        parts.append(_published_rows(published))
+    parts = [p for p in parts if not p.empty]
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return normalize(table)
+
+
+def write_summary_files(
+    table: pd.DataFrame, parquet_path: Path | str | None = None, csv_path: Path | str | None = None
+) -> None:
+    """Write the summary as Parquet and/or CSV, each atomically."""
+    if parquet_path is not None:
+        with atomic_path(parquet_path) as tmp:
+            table.to_parquet(tmp, index=False)
+    if csv_path is not None:
+        with atomic_path(csv_path) as tmp:
+            table.to_csv(tmp, index=False)
+
+
+def read_summary(path: Path | str) -> pd.DataFrame:
+    """Read a summary (.parquet or .csv; cross-task or an older per-task one), normalised."""
+    path = Path(path)
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return normalize(table)
+
+
+def item_scores(run_dir: Path | str) -> np.ndarray | None:
+    """Per-test-item correctness (0.0 / 1.0, in test-set order) of one run, or None.
+
+    Read from ``test_predictions.jsonl`` in ``run_dir`` (one JSON line per item with
+    ``answer`` and ``parsed``), scored with :func:`peftbench.answers.answers_match`. None when
+    the file is absent or empty (a failed run, or results copied without predictions).
+    """
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        return None
+    scores = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                item = json.loads(line)
+                scores.append(float(answers_match(item.get("parsed"), item.get("answer"))))
+    return np.asarray(scores) if scores else None
+
+
+def run_dir(root: Path | str, task: str, experiment: str, seed: Any) -> Path:
+    """Folder of one run below the results root (``<root>/<task>/runs/<experiment>/seed<seed>``)."""
+    return Path(root) / task / "runs" / experiment / f"seed{int(seed)}"
+
+
+def table_item_scores(
+    table: pd.DataFrame, results_root: Path | str | None
+) -> dict[Any, np.ndarray]:
+    """Item scores of this run's rows of ``table`` keyed by row label (see ``item_scores``)."""
+    scores: dict[Any, np.ndarray] = {}
+    if results_root is None:
+        return scores
+    for label, row in table.iterrows():
+        if row.get("source") != SOURCE_THIS_RUN or pd.isna(row.get("seed")):
+            continue
+        found = item_scores(run_dir(results_root, row["task"], row["experiment"], row["seed"]))
+        if found is not None:
+            scores[label] = found
+    return scores
+
+
+def curves_table(
+    results: Iterable[Mapping[str, Any]], published: PublishedImport | None = None
+) -> pd.DataFrame:
+    """Learning curves in long form: task, source, experiment, method, family, seed, step,
+    metric ("train loss" | "validation"), value.
+
+    "validation" is the task's validation metric (accuracy for math).
+    """
+    rows = []
+    for result in results:
+        base = {
+            "task": result["task"],
+            "source": SOURCE_THIS_RUN,
+            "experiment": result["experiment"],
+            "method": result["method"],
+            "family": method_family(
+                result["method"], (result.get("peft_config") or {}).get("peft_type")
+            ),
+            "seed": result["seed"],
+        }
+        curves = result.get("curves") or {}
+        for point in curves.get("train_loss") or []:
+            rows.append(
+                {**base, "step": point["step"], "metric": "train loss", "value": point["loss"]}
+            )
+        for point in curves.get("valid_accuracy") or []:
+            rows.append(
+                {**base, "step": point["step"], "metric": "validation", "value": point["accuracy"]}
+            )
+    if published is not None:
+        families = {row["experiment"]: row["family"] for row in published.rows}
+        for point in published.curves:
+            rows.append(
+                {
+                    "task": point["task"],
+                    "source": SOURCE_PUBLISHED,
+                    "experiment": point["experiment"],
+                    "method": point["method"],
+                    "family": families.get(point["experiment"], "other"),
+                    "seed": point["seed"],
+                    "step": point["step"],
+                    "metric": point["metric"],
+                    "value": point["value"],
+                }
+            )
+    columns = [
+        "task",
+        "source",
+        "experiment",
+        "method",
+        "family",
+        "seed",
+        "step",
+        "metric",
+        "value",
+    ]
+    table = pd.DataFrame.from_records(rows, columns=columns)
+    table["value"] = pd.to_numeric(table["value"], errors="coerce")
+    return table
+
+
+def families_of(table: pd.DataFrame) -> dict[str, str]:
+    """method -> family over ``table``, ordered by family then method (for stable colours)."""
+    pairs = {
+        m: f for m, f in zip(table["method"], table["family"], strict=True) if isinstance(m, str)
+    }
+    return dict(sorted(pairs.items(), key=lambda item: (family_order(item[1]), item[0])))

@@ -1,0 +1,93 @@
+"""Snakemake entry point (rule report_task): one task's report charts and pages.
+
+Trade-off charts (quality vs training memory, time, trainable parameters, file size) with the
+noise-aware frontier, learning curves, the frontier tables and the effective configs.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+import pandas as pd  # noqa: E402
+
+from peftbench.aggregate import load_results  # noqa: E402
+from peftbench.charts import (  # noqa: E402
+    AXIS_TITLES,
+    charts_page_html,
+    learning_curves_chart,
+    save_chart,
+    tradeoff_chart,
+)
+from peftbench.io import atomic_path  # noqa: E402
+from peftbench.published import import_published  # noqa: E402
+from peftbench.report import (  # noqa: E402
+    AXES,
+    chart_caption,
+    configs_page,
+    frontier_page,
+    legend_colors,
+    multi_objective_table,
+    task_frontiers,
+)
+from peftbench.summary import (  # noqa: E402
+    SOURCE_THIS_RUN,
+    curves_table,
+    quality_column,
+    read_summary,
+    table_item_scores,
+)
+from peftbench.workflow import redirect_log  # noqa: E402
+
+sm = snakemake  # noqa: F821
+redirect_log(sm)
+task = sm.wildcards.task
+summary = read_summary(sm.input.summary)
+results = load_results(sm.input.results)
+published = import_published(sm.params.published)
+quality = quality_column(task)
+colors = legend_colors(summary)
+task_rows = summary[summary["task"] == task]
+# results/<task>/runs/... sits two levels above the task folder's runs.
+results_root = Path(sm.input.summary).parent
+items = table_item_scores(task_rows, results_root)
+print(f"per-item scores for {len(items)} of {len(task_rows)} rows")
+
+frontiers = task_frontiers(summary, task, items)
+sections = []
+for axis, column in AXES.items():
+    title = f"{task}: {AXIS_TITLES.get(quality, quality)} vs {AXIS_TITLES[column]}"
+    chart = tradeoff_chart(frontiers[axis], column, quality, colors, title)
+    caption = chart_caption(axis, task)
+    save_chart(
+        chart,
+        sm.output[f"{axis}_html"],
+        sm.output[f"{axis}_png"],
+        sm.output[axis],
+        caption_html=caption,
+    )
+    sections.append(("", caption, chart))
+curves = curves_table(results, published)
+curves = curves[(curves["task"] == task) & (curves["source"] == SOURCE_THIS_RUN)]
+title = f"{task}: learning curves (this run)"
+chart = learning_curves_chart(curves, colors, title)
+caption = chart_caption("curves", task)
+save_chart(
+    chart, sm.output.curves_html, sm.output.curves_png, sm.output.curves, caption_html=caption
+)
+sections.append(("", caption, chart))
+
+with atomic_path(sm.output.charts) as tmp:
+    tmp.write_text(charts_page_html(sections, f"{task}: charts"), encoding="utf-8")
+frontier_table = pd.concat([frontiers[axis].assign(axis=axis) for axis in AXES], ignore_index=True)
+with atomic_path(sm.output.frontier_csv) as tmp:
+    frontier_table.to_csv(tmp, index=False)
+with atomic_path(sm.output.frontier) as tmp:
+    tmp.write_text(
+        frontier_page(task, frontiers, multi_objective_table(summary, task)), encoding="utf-8"
+    )
+with atomic_path(sm.output.configs) as tmp:
+    tmp.write_text(configs_page(task, results, published), encoding="utf-8")
+print(f"{task}: charts and pages written")

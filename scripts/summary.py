@@ -1,0 +1,44 @@
+"""Snakemake entry point (rule summary): the cross-task summary table, its HTML page and the
+environment page, with imported published results (config ``published``)."""
+
+import os
+import sys
+from pathlib import Path
+
+# Threads that spin while waiting make a 2-core machine 10x slower when two jobs share it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+from peftbench.aggregate import load_results, provenance_warnings  # noqa: E402
+from peftbench.io import atomic_path  # noqa: E402
+from peftbench.published import import_published  # noqa: E402
+from peftbench.report import environment_page, summary_page  # noqa: E402
+from peftbench.summary import SOURCE_THIS_RUN, build_summary, write_summary_files  # noqa: E402
+from peftbench.workflow import redirect_log  # noqa: E402
+
+sm = snakemake  # noqa: F821
+redirect_log(sm)
+results = load_results(sm.input.results)
+published = import_published(sm.params.published)
+for warning in published.warnings:
+    print(f"WARNING: published results: {warning}")
+table = build_summary(results, published)
+write_summary_files(table, sm.output.parquet, sm.output.csv)
+this_run = table[table["source"] == SOURCE_THIS_RUN]
+mixed = provenance_warnings(this_run)
+for warning in mixed:
+    print(f"WARNING: {warning}")
+notes = [
+    f"{len(this_run)} runs of this workflow, "
+    f"{int((this_run['status'] != 'success').sum())} failed; "
+    f"{len(table) - len(this_run)} published results imported from "
+    f"{len(published.files)} file(s)."
+]
+with atomic_path(sm.output.html) as tmp:
+    tmp.write_text(
+        summary_page(table, [f"published results: {w}" for w in published.warnings] + mixed, notes),
+        encoding="utf-8",
+    )
+with atomic_path(sm.output.environment) as tmp:
+    tmp.write_text(environment_page(results, published, warnings=mixed), encoding="utf-8")
+print(f"{len(table)} rows ({len(this_run)} this run) -> {sm.output.csv}")

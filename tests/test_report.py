@@ -1,0 +1,293 @@
+"""`snakemake --report` on a finished tiny run (test profile) with published results imported.
+
+One workflow run is shared by the module (copying the repository and running the test profile
+takes about a minute). A published result named ``<script>alert(1)</script>`` checks that
+names and error texts are escaped everywhere in the report. The Chromium checks render the
+report and its chart page offline (``-m slow``; skipped without a ``chromium`` binary).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "data" / "published"
+COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench"]
+EVIL_NAME = "<script>alert(1)</script>"
+EVIL_ERROR = '<img src=x onerror="alert(2)"> </script><script>alert(3)</script>'
+EXTRA_CONFIG = "published: {math: published}\n"
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+        "--configfile",
+        "config/test.yaml",
+        "extra.yaml",
+        *args,
+    ]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    counts = {}
+    for rule, count in re.findall(r"^(\w+)\s+(\d+)$", dry_run_output, flags=re.M):
+        if rule != "total":
+            counts[rule] = int(count)
+    return counts
+
+
+def embedded_files(report_html: str) -> dict[str, dict]:
+    """The report's result entries (path -> entry), each with its decoded ``content``."""
+    match = re.search(
+        r'<script id="results">\s*var results = (.*?);\s*</script>', report_html, re.S
+    )
+    assert match, "no results block in the report"
+    entries = json.loads(match.group(1))
+    for entry in entries.values():
+        entry["content"] = base64.b64decode(entry["data_uri"].split("base64,", 1)[1])
+    return entries
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("report")
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, workdir / name)
+    shutil.copytree(FIXTURES, workdir / "published")
+    evil = json.loads((FIXTURES / "miss--llama-3.2-3B-default.json").read_text())
+    evil["run_info"]["experiment_name"] = EVIL_NAME
+    evil["run_info"]["error_msg"] = EVIL_ERROR
+    evil["train_info"]["status"] = "canceled"
+    (workdir / "published" / "evil.json").write_text(json.dumps(evil))
+    (workdir / "extra.yaml").write_text(EXTRA_CONFIG)
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    proc = snakemake(workdir, "--report", "results/report.html")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def report(workflow_run: Path) -> tuple[str, dict[str, dict]]:
+    text = (workflow_run / "results/report.html").read_text(encoding="utf-8")
+    return text, embedded_files(text)
+
+
+def test_report_is_one_self_contained_file(report):
+    text, entries = report
+    # Everything is inline: no script, stylesheet or image is loaded from anywhere.
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text)
+    assert not re.search(r"<link[^>]*\bhref\s*=\s*[\"']?https?:", text)
+    expected = {
+        "results/summary.csv",
+        "results/summary.html",
+        "results/environment.html",
+        "results/math/report/charts.html",
+        "results/math/report/quality_vs_memory.svg",
+        "results/math/report/quality_vs_time.svg",
+        "results/math/report/quality_vs_params.svg",
+        "results/math/report/quality_vs_file_size.svg",
+        "results/math/report/learning_curves.svg",
+        "results/math/report/frontier.html",
+        "results/math/report/configs.html",
+    }
+    assert set(entries) == expected
+    for path, entry in entries.items():
+        assert entry["caption"].strip(), f"{path} has no caption"
+        if path.endswith(".html"):
+            page = entry["content"].decode()
+            assert not re.search(r"<script[^>]*\bsrc\s*=", page), path
+    # The global description explains the metrics and their units.
+    for phrase in ("Metrics and units", "10^9 bytes", "Noise-aware frontier", "P(frontier)"):
+        assert phrase in text
+
+
+def test_report_captions_and_categories(report):
+    text, entries = report
+    memory = entries["results/math/report/quality_vs_memory.svg"]
+    assert "peak training memory" in memory["caption"]
+    assert memory["labels"] == {"chart": "1. quality vs training memory"}
+    categories = re.search(r"var categories = (.*?);\s*</script>", text, re.S).group(1)
+    for category in ("Pareto frontiers", "Tables", "Configurations", "Environment"):
+        assert category in categories
+
+
+def test_report_escapes_names_and_errors(report, workflow_run: Path):
+    text, entries = report
+    assert EVIL_NAME not in text and 'onerror="alert(2)"' not in text
+    for path, entry in entries.items():
+        if path.endswith(".csv"):
+            continue  # data for download (text/csv), kept as is; never rendered as HTML
+        content = entry["content"].decode()
+        assert EVIL_NAME not in content, path
+        assert "<img src=x" not in content, path
+        assert "alert(3)</script>" not in content, path
+    summary = entries["results/summary.html"]["content"].decode()
+    assert html.escape(EVIL_NAME) in summary and html.escape(EVIL_ERROR) in summary
+    configs = entries["results/math/report/configs.html"]["content"].decode()
+    assert html.escape(EVIL_NAME) in configs
+    csv = pd.read_csv(workflow_run / "results/summary.csv")
+    assert EVIL_NAME in set(csv["experiment"])  # the data itself is kept as is
+
+
+def test_summary_tables(workflow_run: Path):
+    table = pd.read_parquet(workflow_run / "results/summary.parquet")
+    assert {"family", "source", "status", "error", "config_hash"} <= set(table.columns)
+    ours = table[table["source"] == "this run"]
+    assert set(ours["experiment"]) >= {"base/no-finetuning", "lora/rank8-qv"}
+    assert ours.set_index("experiment").loc["lora/rank8-qv", "family"] == "lora-like"
+    published = table[table["source"] == "published"]
+    assert "lora/llama-3.2-3B-rank32" in set(published["experiment"])
+    assert "image-gen" in set(published["task"])
+    csv = pd.read_csv(workflow_run / "results/summary.csv")
+    assert csv["experiment"].tolist() == table["experiment"].tolist()
+    log = (workflow_run / "logs/summary.log").read_text()
+    assert "lora--llama-3.2-3B-rank64--truncated.json: skipped, not valid JSON" in log
+    assert "dashboard-export.json: skipped, unknown format" in log
+
+
+def test_charts_and_frontier_pages(report, workflow_run: Path):
+    _, entries = report
+    charts = entries["results/math/report/charts.html"]["content"].decode()
+    assert charts.count("vegaEmbed('#chart") == 5
+    assert "lora/rank8-qv" in charts and "miss/llama-3.2-3B-default" in charts
+    frontier = entries["results/math/report/frontier.html"]["content"].decode()
+    assert "P(frontier)" in frontier and "Several objectives at once" in frontier
+    table = pd.read_csv(workflow_run / "results/math/report/frontier.csv")
+    assert set(table["axis"]) == {"memory", "time", "params", "file_size"}
+    ours = table[(table["source"] == "this run") & (table["axis"] == "memory")]
+    # The test profile keeps per-item predictions: the bootstrap resamples test items.
+    assert "items" in set(ours["noise"])
+    for name in ("quality_vs_memory", "learning_curves"):
+        folder = workflow_run / "results/math/report"
+        assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in (folder / f"{name}.svg").read_text()[:500]
+        assert "vegaEmbed" in (folder / f"{name}.html").read_text()
+
+
+def test_environment_page(report):
+    _, entries = report
+    page = entries["results/environment.html"]["content"].decode()
+    for text in ("torch", "transformers", "peft", "cpu_count", "NVIDIA L40S", "altair"):
+        assert text in page
+
+
+def test_rerun_nothing_and_published_edit_reruns_report_only(workflow_run: Path):
+    proc = snakemake(workflow_run, "-n")
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    path = workflow_run / "published/miss--llama-3.2-3B-default.json"
+    original = path.read_text()
+    path.write_text(original.replace('"test accuracy": 0.48', '"test accuracy": 0.49'))
+    try:
+        proc = snakemake(workflow_run, "-n")
+    finally:
+        path.write_text(original)
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout)
+    assert counts.get("summary") == 1 and counts.get("report_task") == 1
+    assert "math_train" not in counts
+
+
+def test_missing_published_folder_fails_early(workflow_run: Path):
+    (workflow_run / "extra.yaml").write_text("published: {math: no/such/folder}\n")
+    try:
+        proc = snakemake(workflow_run, "-n")
+    finally:
+        (workflow_run / "extra.yaml").write_text(EXTRA_CONFIG)
+    assert proc.returncode != 0
+    assert "published.math" in proc.stdout + proc.stderr
+    assert "does not exist" in proc.stdout + proc.stderr
+
+
+def test_advise_on_the_run(workflow_run: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftbench", "advise", "--task", "math", "--max-memory-gb", "20",
+         "--n-boot", "200"],
+        cwd=workflow_run, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Task math (this run)" in proc.stdout and "test items (paired" in proc.stdout
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render(page: Path, tmp_path: Path, *, screenshot: Path | None = None) -> str:
+    """The DOM of ``page`` after its scripts ran, loaded by headless Chromium without network."""
+    args = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        # No network: every host resolves to nothing and every request goes to a dead proxy.
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9",
+        "--virtual-time-budget=15000",
+        "--window-size=1600,1200",
+    ]
+    if screenshot is not None:
+        subprocess.run(
+            [*args, f"--screenshot={screenshot}", page.as_uri()],
+            capture_output=True,
+            timeout=180,
+        )
+    proc = subprocess.run(
+        [*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.skipif(chromium() is None, reason="needs chromium (apt-get install -y chromium)")
+def test_chromium_renders_report_and_charts_offline(report, workflow_run: Path, tmp_path: Path):
+    _, entries = report
+    charts = tmp_path / "charts.html"
+    charts.write_bytes(entries["results/math/report/charts.html"]["content"])
+    dom = render(charts, tmp_path, screenshot=tmp_path / "charts.png")
+    # Every chart rendered (vega-embed resolved) and none reported an error.
+    assert dom.count('data-rendered="1"') == 5, dom[-3000:]
+    assert not re.search(r"<div[^>]*data-error=", dom)
+    assert len(re.findall(r'class="mark-symbol role-mark', dom)) >= 5  # scatter points
+    assert 'class="mark-line role-mark' in dom  # frontier lines and learning curves
+    assert "<script>alert(1)" not in dom
+    assert (tmp_path / "charts.png").stat().st_size > 10_000
+
+    frontier = tmp_path / "frontier.html"
+    frontier.write_bytes(entries["results/math/report/frontier.html"]["content"])
+    dom = render(frontier, tmp_path)
+    assert "<table" in dom and 'class="sortable"' in dom
+    assert html.escape(EVIL_NAME, quote=False) in dom  # shown as text...
+    assert "<script>alert(1)" not in dom  # ...never as an element
+
+    dom = render(workflow_run / "results/report.html", tmp_path)
+    # The report's own app rendered its navigation (not only the loading screen).
+    app = dom[dom.index('<div id="app">') :]
+    assert "Pareto frontiers" in app and "Tables" in app
+    assert "<script>alert(1)" not in dom

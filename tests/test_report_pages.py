@@ -1,0 +1,238 @@
+"""Tests of the report charts and pages: layers, layouts, colours, and HTML escaping."""
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+from factories import make_base_result, make_result
+
+from peftbench.charts import (
+    charts_page_html,
+    learning_curves_chart,
+    save_chart,
+    script_json,
+    tradeoff_chart,
+)
+from peftbench.published import import_published
+from peftbench.report import (
+    configs_page,
+    environment_page,
+    experiment_frontier,
+    frontier_page,
+    html_table,
+    legend_colors,
+    multi_objective_table,
+    summary_page,
+    task_frontiers,
+)
+from peftbench.summary import build_summary, curves_table
+
+FIXTURES = Path(__file__).parent / "data" / "published"
+EVIL_NAME = "<script>alert(1)</script>"
+EVIL_ERROR = '<img src=x onerror="alert(2)"> & </script><script>alert(3)</script>'
+
+
+def results():
+    return [
+        make_base_result(test_accuracy=0.1, test_accuracy_ci_low=0.08, test_accuracy_ci_high=0.12),
+        make_result("lora", "r8", test_accuracy=0.40, train_memory_peak_bytes=10**10),
+        make_result("lora", "r16", test_accuracy=0.45, train_memory_peak_bytes=12 * 10**9),
+        make_result("oft", "b16", test_accuracy=0.30, train_memory_peak_bytes=11 * 10**9),
+        # Experiment "<script>alert(1)</script>": method "<script>alert(1)<", name "script>".
+        make_result(
+            "<script>alert(1)<",
+            "script>",
+            test_accuracy=0.5,
+            train_memory_peak_bytes=13 * 10**9,
+            trainable_params=10**9,
+            total_params=2 * 10**9,
+        ),
+        make_result("ia3", "broken", status="failed", error=EVIL_ERROR),
+    ]
+
+
+@pytest.fixture(scope="module")
+def published():
+    return import_published({"math": FIXTURES})
+
+
+@pytest.fixture(scope="module")
+def summary(published):
+    return build_summary(results(), published)
+
+
+@pytest.fixture(scope="module")
+def frontiers(summary):
+    return task_frontiers(summary, "math", n_boot=200)
+
+
+def assert_escaped(text: str) -> None:
+    """No raw markup from the data; the names are there, escaped."""
+    assert EVIL_NAME not in text
+    assert "<img src=x" not in text
+    assert "alert(3)</script>" not in text
+
+
+def test_experiment_frontier_lists_failed_and_base(summary):
+    rows = summary[(summary["task"] == "math") & (summary["source"] == "this run")]
+    table = experiment_frontier(rows, "train_memory_gb", quality="test_accuracy", n_boot=100)
+    by_name = table.set_index("experiment")
+    assert by_name.loc["ia3/broken", "missing"] == "test_accuracy,train_memory_gb"
+    assert by_name.loc["ia3/broken", "failed_seeds"] == 1
+    # The base model did not train: it shows its accuracy but is not on the memory frontier.
+    assert by_name.loc["base/no-finetuning", "test_accuracy"] == pytest.approx(0.1)
+    assert by_name.loc["base/no-finetuning", "missing"] == "train_memory_gb"
+    assert set(by_name.index[by_name["on_frontier"]]) == {"lora/r8", "lora/r16", EVIL_NAME}
+    assert by_name.loc["lora/r16", "family"] == "lora-like"
+    # Binomial noise from test_n (no per-item scores given).
+    assert by_name.loc["lora/r16", "noise"] == "binomial"
+
+
+def test_tradeoff_chart_layers_and_side_by_side(frontiers, summary):
+    colors = legend_colors(summary)
+    chart = tradeoff_chart(
+        frontiers["memory"], "train_memory_gb", "test_accuracy", colors, "Accuracy vs memory"
+    )
+    spec = chart.to_dict()
+    # Published memory (20-40 GB) does not overlap this run's (10-12 GB): two panels.
+    assert len(spec["hconcat"]) == 2
+    assert [p["title"] for p in spec["hconcat"]] == ["this run", "published"]
+    layers = spec["hconcat"][0]["layer"]
+    marks = [(layer["mark"]["type"], layer["mark"].get("shape")) for layer in layers]
+    assert ("rule", None) in marks  # error bars and the base reference line
+    assert ("line", None) in marks  # frontier
+    assert ("point", "circle") in marks  # within-noise ring
+    assert ("point", "diamond") in marks  # base with a value on the axis
+    assert ("text", None) in marks  # frontier labels
+    points = next(
+        layer
+        for layer in layers
+        if layer["mark"]["type"] == "point" and "shape" not in layer["mark"]
+    )
+    scale = points["encoding"]["color"]["scale"]
+    assert scale["domain"] == list(colors) and scale["range"] == list(colors.values())
+    assert points["encoding"]["shape"]["scale"]["range"] == ["circle", "triangle-up"]
+    tooltip_fields = {t["field"] for t in points["encoding"]["tooltip"]}
+    assert {
+        "experiment",
+        "family",
+        "quality_text",
+        "frontier_prob",
+        "key_settings",
+    } <= tooltip_fields
+    rows = {
+        row["experiment"]: row
+        for rows in spec["datasets"].values()
+        for row in rows
+        if "experiment" in row
+    }
+    assert rows["lora/r16"]["label"].startswith("lora/r16 · ")
+    assert rows["miss/llama-3.2-3B-default"]["source"] == "published"
+    # Forced overlay puts both sources on one panel.
+    overlay = tradeoff_chart(
+        frontiers["memory"], "train_memory_gb", "test_accuracy", colors, "t", layout="overlay"
+    ).to_dict()
+    assert "layer" in overlay and "hconcat" not in overlay
+
+
+def test_tradeoff_chart_log_axis_for_parameters(frontiers, summary):
+    this_run = frontiers["params"][frontiers["params"]["source"] == "this run"]
+    spec = tradeoff_chart(
+        this_run, "trainable_params", "test_accuracy", legend_colors(summary), "params"
+    ).to_dict()
+    x_scales = [
+        layer["encoding"]["x"].get("scale", {})
+        for layer in spec["layer"]
+        if "x" in layer["encoding"] and "field" in layer["encoding"]["x"]
+    ]
+    # 1e6 to 1e9 trainable parameters and a base model with 0: log axis, base as a line.
+    assert any(s.get("type") == "log" for s in x_scales)
+    rows = [row for rows in spec["datasets"].values() for row in rows]
+    base = next(row for row in rows if row.get("experiment") == "base/no-finetuning")
+    assert base["is_base"] and not base["has_x"]
+
+
+def test_learning_curves_chart(summary, published):
+    curves = curves_table(results(), published)
+    curves = curves[(curves["task"] == "math") & (curves["source"] == "this run")]
+    spec = learning_curves_chart(curves, legend_colors(summary), "curves").to_dict()
+    assert len(spec["hconcat"]) == 2
+    # One legend selection shared by both panels.
+    assert len(spec["params"]) == 1 and spec["params"][0]["bind"] == "legend"
+
+
+def test_script_json_cannot_close_the_script():
+    text = script_json({"name": EVIL_NAME, "amp": "a&b", "sep": "x\u2028y"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == {"name": EVIL_NAME, "amp": "a&b", "sep": "x\u2028y"}
+
+
+def test_chart_html_escapes_experiment_names(frontiers, summary, tmp_path):
+    chart = tradeoff_chart(
+        frontiers["memory"], "train_memory_gb", "test_accuracy", legend_colors(summary), EVIL_NAME
+    )
+    html_path, png_path, svg_path = (tmp_path / f"c.{ext}" for ext in ("html", "png", "svg"))
+    save_chart(chart, html_path, png_path, svg_path)
+    page = html_path.read_text()
+    assert_escaped(page)
+    assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in page  # in the chart data
+    assert f"<title>{html.escape(EVIL_NAME)}</title>" in page
+    assert not re.search(r"<script[^>]*\bsrc=", page)
+    assert page.count("<script>") == page.count("</script>")
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert svg_path.read_text().lstrip().startswith("<svg")
+    # Vega draws text as SVG text nodes, escaped by the XML writer.
+    assert_escaped(svg_path.read_text())
+    multi = charts_page_html([(EVIL_NAME, "<p>caption</p>", chart), ("empty", "", None)], "t")
+    assert_escaped(multi)
+    assert multi.count('class="chart"') == 1
+
+
+def test_pages_escape_names_and_errors(summary, frontiers, published):
+    pages = {
+        "summary": summary_page(summary, [f"warning about {EVIL_NAME}"], ["note"]),
+        "frontier": frontier_page("math", frontiers, multi_objective_table(summary, "math")),
+        "configs": configs_page("math", results(), published),
+        "environment": environment_page(results(), published, warnings=[EVIL_ERROR]),
+    }
+    for name, page in pages.items():
+        assert_escaped(page), name
+        assert page.count("<script>") == page.count("</script>") == 1, name
+    escaped_name = html.escape(EVIL_NAME)
+    assert escaped_name in pages["summary"] and escaped_name in pages["frontier"]
+    assert escaped_name in pages["configs"]
+    assert (
+        html.escape(EVIL_ERROR) in pages["summary"] and html.escape(EVIL_ERROR) in pages["configs"]
+    )
+
+
+def test_html_table_sort_keys_and_missing(summary):
+    table = html_table(summary, ["experiment", "test_accuracy", "trainable_params", "error"])
+    assert 'class="sortable"' in table
+    # Numbers sort by their raw value, missing values are "n/a" and sort last (empty key).
+    assert 'data-v="0.45">0.450</td>' in table
+    assert 'data-v="1000000">1,000,000</td>' in table
+    assert '<td data-v="">n/a</td>' in table
+    assert "title=" in table  # every header explains itself
+
+
+def test_summary_page_lists_failed_rows_and_warnings(summary, published):
+    page = summary_page(summary, published.warnings)
+    assert 'class="failed"' in page and 'class="published' in page
+    assert "lora--llama-3.2-3B-rank64--truncated.json: skipped, not valid JSON" in page
+
+
+def test_configs_page_content(published):
+    page = configs_page("math", results(), published)
+    assert "lora/r16" in page and "&quot;max_steps&quot;: 100" in page
+    assert "miss/llama-3.2-3B-default" in page  # published configs too
+    assert "oft/flux2-klein-default" not in page  # another task
+
+
+def test_environment_page_groups_runs(published):
+    mixed = [*results(), make_result("vera", "x", packages={"peft": "0.20.0"})]
+    page = environment_page(mixed, published, report_versions={"python": "3.11"})
+    assert page.count("<h3>Environment") == 2 + 1  # two local environments, one published
+    assert "NVIDIA L40S" in page and "0.20.0" in page
