@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench"]
+COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench", "profiles"]
 
 
 def separated_methods(ok: pd.DataFrame) -> int:

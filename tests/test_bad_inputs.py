@@ -4,11 +4,11 @@ with a message naming the file and the field, and no result file appears."""
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from wfutil import copy_workflow, snakemake
 
 from peftbench import experiments as exps
 from peftbench.config import ConfigError, deep_merge
@@ -21,7 +21,6 @@ MATH = deep_merge(
     yaml.safe_load((REPO / "config/test.yaml").read_text()),
 )["math"]
 DEFAULTS = MATH["training"]
-COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench"]
 
 
 def by_stage(stage: str) -> list[dict]:
@@ -69,22 +68,12 @@ def test_model_stage_case(case, tmp_path):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("badwf")
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, root / name)
-    return root
+    return copy_workflow(tmp_path_factory.mktemp("badwf"))
 
 
 def run_workflow(workdir: Path, overlay: dict) -> subprocess.CompletedProcess:
-    (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     shutil.rmtree(workdir / "results", ignore_errors=True)
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=1",
-           "--configfile", "config/test.yaml", "overlay.yaml"]  # fmt: skip
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600)
+    return snakemake(workdir, extra_config=yaml.safe_dump(overlay))
 
 
 def result_files(workdir: Path) -> list[Path]:

@@ -19,38 +19,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from wfutil import copy_workflow, job_counts
+from wfutil import snakemake as run_snakemake
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "data" / "published"
-COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench"]
 EVIL_NAME = "<script>alert(1)</script>"
 EVIL_ERROR = '<img src=x onerror="alert(2)"> </script><script>alert(3)</script>'
 EXTRA_CONFIG = "published: {math: published}\n"
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        "config/test.yaml",
-        "extra.yaml",
-        *args,
-    ]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    counts = {}
-    for rule, count in re.findall(r"^(\w+)\s+(\d+)$", dry_run_output, flags=re.M):
-        if rule != "total":
-            counts[rule] = int(count)
-    return counts
+    return run_snakemake(workdir, *args, configfiles=("config/test.yaml", "extra.yaml"))
 
 
 def embedded_files(report_html: str) -> dict[str, dict]:
@@ -67,13 +47,7 @@ def embedded_files(report_html: str) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def workflow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("report")
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, workdir / name)
+    workdir = copy_workflow(tmp_path_factory.mktemp("report"))
     shutil.copytree(FIXTURES, workdir / "published")
     evil = json.loads((FIXTURES / "miss--llama-3.2-3B-default.json").read_text())
     evil["run_info"]["experiment_name"] = EVIL_NAME

@@ -6,59 +6,17 @@ The repository is copied to a temporary folder so the runs never touch the user'
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench"]
-
-
-def snakemake(
-    workdir: Path, *args: str, extra_config: str | None = None
-) -> subprocess.CompletedProcess:
-    configfiles = ["config/test.yaml"]
-    if extra_config is not None:
-        (workdir / "extra.yaml").write_text(extra_config)
-        configfiles.append("extra.yaml")
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        *configfiles,
-        *args,
-    ]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    """Parse the 'Job stats' table of a dry run into {rule: count}."""
-    counts = {}
-    for rule, count in re.findall(r"^(\w+)\s+(\d+)$", dry_run_output, flags=re.M):
-        if rule != "total":
-            counts[rule] = int(count)
-    return counts
+from wfutil import REPO, copy_workflow, job_counts, snakemake
 
 
 @pytest.fixture(scope="module")
 def workflow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("wf")
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, workdir / name)
+    workdir = copy_workflow(tmp_path_factory.mktemp("wf"))
     proc = snakemake(workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return workdir
@@ -137,12 +95,7 @@ def test_changing_training_code_reruns_training_only(workflow_run: Path) -> None
 
 def test_failed_experiment_next_to_a_good_one(tmp_path: Path) -> None:
     """A NaN experiment fails alone: the run exits 0, its row says failed, the rest succeed."""
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, tmp_path / name)
+    copy_workflow(tmp_path)
     root = tmp_path / "nan-experiments"
     shutil.copytree(REPO / "experiments/math/lora/rank8-qv", root / "lora/rank8-qv")
     (root / "lora/nan").mkdir(parents=True)
