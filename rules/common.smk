@@ -29,6 +29,21 @@ def code_hash(family):
     )
 
 
+def gpus_per_training_job(task):
+    """The GPU token a training job takes: config ``<task>.resources.gpu``, or by default 1 (one
+    job per GPU: `--resources gpu=N` caps them). A run that executes jobs on this very machine
+    and finds no CUDA device takes none: the jobs then run on the CPU and a token would only
+    serialise them, leaving cores idle. Cluster executors always ask for one."""
+    configured = config[task]["resources"].get("gpu")
+    if configured is not None:
+        return configured
+    if workflow.local_exec and workflow.is_main_process:
+        import torch
+
+        return 1 if torch.cuda.is_available() else 0
+    return 1
+
+
 def library_versions():
     from importlib.metadata import version
 

@@ -67,7 +67,7 @@ rule math_train:
         "../envs/train.yaml"
     threads: MATH["resources"]["threads"]
     resources:
-        gpu=1,
+        gpu=gpus_per_training_job("math"),
         mem_mb=MATH["resources"]["mem_mb"],
         runtime=MATH["resources"]["runtime"],
     params:
