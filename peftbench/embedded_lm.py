@@ -17,7 +17,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from peftbench.io import read_jsonl, write_json
 from peftbench.memory import MemoryTracker
-from peftbench.train import encode, train
+from peftbench.train import encode_rows, train
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
@@ -80,17 +80,7 @@ def build_embedded_base(model_cfg: dict[str, Any], data_dir: Path, out: Path, th
     )
     model = build_model(model_cfg["architecture"], tokenizer)
     params = model_cfg["pretraining"]
-    template = params["query_template"]
-    examples = [
-        encode(
-            tokenizer,
-            template.format(query=r["query"]),
-            r["response"],
-            params["max_seq_length"],
-            params["train_on_prompt"],
-        )
-        for r in pretrain
-    ]
+    examples = encode_rows(tokenizer, pretrain, params)
     tracker = MemoryTracker(torch.device("cpu"))
     tracker.set_baseline()
     stats = train(model, examples, params, model_cfg["seed"], tokenizer.pad_token_id, tracker)

@@ -22,7 +22,7 @@ from peftbench.io import read_jsonl, write_json, write_jsonl
 from peftbench.math_data import data_hash
 from peftbench.memory import MemoryTracker
 from peftbench.provenance import code_revision, hardware, now, package_versions
-from peftbench.train import TrainStats, encode, train
+from peftbench.train import TrainStats, encode, encode_rows, train
 
 BASE_METHOD, BASE_NAME = "base", "no-finetuning"
 
@@ -267,17 +267,7 @@ def _run(
         if params["use_gc"]:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
-        template = params["query_template"]
-        examples = [
-            encode(
-                tokenizer,
-                template.format(query=r["query"]),
-                r["response"],
-                params["max_seq_length"],
-                params["train_on_prompt"],
-            )
-            for r in train_rows
-        ]
+        examples = encode_rows(tokenizer, train_rows, params)
 
         def validate(m: Any) -> float:
             correct, n, _ = accuracy(m, tokenizer, valid_rows, params, device)

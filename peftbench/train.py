@@ -41,6 +41,16 @@ def encode(tokenizer: Any, prompt: str, response: str, max_len: int, train_on_pr
     return {"input_ids": ids, "labels": labels[:max_len]}
 
 
+def encode_rows(tokenizer: Any, rows: list[dict], params: dict[str, Any]) -> list[dict]:
+    """``encode`` every ``{"query", "response"}`` row with the params' template and limits."""
+    template = params["query_template"]
+    return [
+        encode(tokenizer, template.format(query=r["query"]), r["response"],
+               params["max_seq_length"], params["train_on_prompt"])
+        for r in rows
+    ]  # fmt: skip
+
+
 def batch_stream(
     lengths: list[int], batch_size: int, bucket_factor: int, seed: int
 ) -> Iterator[list[int]]:
