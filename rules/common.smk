@@ -31,13 +31,15 @@ def code_hash(family):
 
 def gpus_per_training_job(task):
     """The GPU token a training job takes: config ``<task>.resources.gpu``, or by default 1 (one
-    job per GPU: `--resources gpu=N` caps them). A run that executes jobs on this very machine
-    and finds no CUDA device takes none: the jobs then run on the CPU and a token would only
-    serialise them, leaving cores idle. Cluster executors always ask for one."""
+    job per GPU: `--resources gpu=N` caps them), except that a run on a machine without CUDA
+    gives none: its jobs run on the CPU, where a token would only serialise them and leave cores
+    idle. The executor is not known while this file is read, so cluster profiles say what jobs
+    need (profiles/slurm sets math_train:gpu=1 for the GPU nodes behind a CPU-only login node).
+    """
     configured = config[task]["resources"].get("gpu")
     if configured is not None:
         return configured
-    if workflow.local_exec and workflow.is_main_process:
+    if workflow.is_main_process:
         import torch
 
         return 1 if torch.cuda.is_available() else 0
