@@ -69,7 +69,7 @@ SUMMARY_COLUMNS: list[str] = [
 
 # Counts stay integers with a missing marker (nullable Int64) so the CSV shows "1234" and not
 # "1234.0"; everything else numeric is float64 with NaN.
-_INT_COLUMNS = ["seed", "test_n", "trainable_params", "total_params", "max_steps"]
+INT_COLUMNS = ["seed", "test_n", "trainable_params", "total_params", "max_steps"]
 _FLOAT_COLUMNS = [
     "test_accuracy",
     "test_accuracy_ci_low",
@@ -216,7 +216,7 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         # lr comes from free-form config, so tolerate strings such as "1e-4"; the other
         # columns are schema-checked numbers or null.
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
-    for column in _INT_COLUMNS:
+    for column in INT_COLUMNS:
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
 
     successful = (df["status"] == "success").to_numpy()

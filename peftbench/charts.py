@@ -335,17 +335,7 @@ def charts_page_html(
         f".catch(function (e) {{ showError('{element}', e); }});"
         for element, spec in specs
     )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{html.escape(title)}</title>
-<style>{PAGE_STYLE}</style>
-<script>{_vega_bundle()}</script>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
-{intro_html}
+    body = f"""{intro_html}
 {"".join(blocks)}
 {extra_html}
 <script>
@@ -357,7 +347,25 @@ function showError(element, error) {{
   node.textContent = "Chart failed to render: " + error;
 }}
 {calls}
-</script>
+</script>"""
+    return page_html(title, body, head=f"<script>{_vega_bundle()}</script>")
+
+
+def page_html(title: str, body: str, head: str = "") -> str:
+    """A self-contained HTML page: inline style, the table-sorting script, extra ``head``.
+
+    ``title`` is plain text (escaped here); ``body`` and ``head`` are trusted HTML."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{PAGE_STYLE}</style>
+{head}
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+{body}
 {SORTABLE_SCRIPT}
 </body>
 </html>

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.pareto import frontier_probability
+from peftbench.pareto import quality_frontier
 from peftbench.summary import (
     SOURCE_PUBLISHED,
     SOURCE_THIS_RUN,
@@ -94,15 +94,11 @@ def advise(
     if candidates.empty:
         return pd.DataFrame(), pd.DataFrame(), notes
     objectives = {quality: "max", **{column: "min" for column in budget}}
-    binary = quality == "test_accuracy"
-    table = frontier_probability(
+    table = quality_frontier(
         candidates,
         objectives,
-        quality=quality,
-        items={k: v for k, v in (items or {}).items() if k in candidates.index},
-        group="experiment",
-        n_col="test_n" if binary else None,
-        ci_cols=(f"{quality}_ci_low", f"{quality}_ci_high") if binary else None,
+        quality,
+        {k: v for k, v in (items or {}).items() if k in candidates.index},
         n_boot=n_boot,
         seed=seed,
         threshold=threshold,

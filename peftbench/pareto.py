@@ -525,3 +525,33 @@ def frontier_probability(
         kind="stable",
     ).reset_index(drop=True)
     return result[base_columns + extra]
+
+
+def quality_frontier(
+    data: pd.DataFrame,
+    objectives: Mapping[str, str],
+    quality: str,
+    items: Mapping[Any, Any] | None,
+    *,
+    n_boot: int,
+    seed: int,
+    threshold: float,
+) -> pd.DataFrame:
+    """:func:`frontier_probability` over experiments (rows grouped by ``experiment``).
+
+    An accuracy is a proportion, so rows without per-item scores fall back to a binomial draw
+    (``test_n``) or the stored interval; other quality metrics (similarity) have neither.
+    """
+    binary = quality == "test_accuracy"
+    return frontier_probability(
+        data,
+        objectives,
+        quality=quality,
+        items=items,
+        group="experiment",
+        n_col="test_n" if binary else None,
+        ci_cols=(f"{quality}_ci_low", f"{quality}_ci_high") if binary else None,
+        n_boot=n_boot,
+        seed=seed,
+        threshold=threshold,
+    )

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from peftbench.charts import PAGE_STYLE, SORTABLE_SCRIPT, method_key
+from peftbench.charts import method_key, page_html
 from peftbench.families import FAMILIES, FAMILY_DESCRIPTIONS, method_colors
-from peftbench.pareto import frontier_probability, pareto_rank
+from peftbench.pareto import pareto_rank, quality_frontier
 from peftbench.published import PublishedImport
 from peftbench.summary import SOURCE_PUBLISHED, SOURCES, quality_column
 
@@ -291,24 +291,6 @@ def glossary_html(columns: Sequence[str], quality: str | None = None) -> str:
     return f"<details><summary>What the columns mean</summary><dl>{''.join(items)}</dl></details>"
 
 
-def page_html(title: str, body: str) -> str:
-    """A self-contained HTML page (inline style and table-sorting script)."""
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{html.escape(title)}</title>
-<style>{PAGE_STYLE}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
-{body}
-{SORTABLE_SCRIPT}
-</body>
-</html>
-"""
-
-
 def _row_class(row: pd.Series) -> str:
     classes = []
     if row.get("status") not in (None, "success") and not pd.isna(row.get("status")):
@@ -350,18 +332,8 @@ def experiment_frontier(
     for column in objectives:
         data[column] = pd.to_numeric(data[column], errors="coerce").astype("float64")
         data.loc[failed, column] = np.nan
-    is_binary = quality == "test_accuracy"
-    result = frontier_probability(
-        data,
-        objectives,
-        quality=quality,
-        items=items,
-        group="experiment",
-        n_col="test_n" if is_binary else None,
-        ci_cols=(f"{quality}_ci_low", f"{quality}_ci_high") if is_binary else None,
-        n_boot=n_boot,
-        seed=seed,
-        threshold=threshold,
+    result = quality_frontier(
+        data, objectives, quality, items, n_boot=n_boot, seed=seed, threshold=threshold
     )
     ok = data[~failed]
     first = data.groupby("experiment", sort=False).first()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from peftbench.aggregate import BASE_METHOD, SUMMARY_COLUMNS, summarize
+from peftbench.aggregate import BASE_METHOD, INT_COLUMNS, SUMMARY_COLUMNS, summarize
 from peftbench.answers import answers_match
 from peftbench.families import family_order, method_family
 from peftbench.io import atomic_path
@@ -51,7 +51,6 @@ def _cross_task_columns() -> list[str]:
 #: Column order of the cross-task summary.
 CROSS_TASK_COLUMNS: list[str] = _cross_task_columns()
 
-_INT_COLUMNS = ["seed", "test_n", "trainable_params", "total_params", "max_steps"]
 _TEXT_COLUMNS = [
     "task",
     "source",
@@ -182,7 +181,7 @@ def normalize(table: pd.DataFrame) -> pd.DataFrame:
             )
         ]
     for column in CROSS_TASK_COLUMNS:
-        if column in _INT_COLUMNS:
+        if column in INT_COLUMNS:
             table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
         elif column in _TEXT_COLUMNS:
             # object dtype with None for missing, so CSV, Parquet and HTML all see "missing".
