@@ -9,7 +9,19 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
-include: "rules/math.smk"
+
+
+# A task's rules exist only when it runs, so a math-only run never builds the image models.
+if "math" in config["tasks"]:
+
+    include: "rules/math.smk"
+
+
+if "image" in config["tasks"]:
+
+    include: "rules/image.smk"
+
+
 include: "rules/report.smk"
 
 

@@ -3,7 +3,7 @@
     python benchmarks/math_benchmark.py [--workdir DIR] [--keep]
 
 Copies the workflow to a fresh folder (so nothing is cached), runs the README's command
-``snakemake --cores all --resources gpu=1`` there with the default config, and prints the wall
+``snakemake --cores all --resources gpu=1`` there for the math task (``--config tasks=[math]``), and prints the wall
 time, every method's accuracy (95% interval), memory and time, and the checks of the embedded
 task's targets: base model under 10%, best method at least 30 points above it, and how many
 methods are separated from each other by more than their 95% intervals.
@@ -12,37 +12,18 @@ methods are separated from each other by more than their 95% intervals.
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-from itertools import combinations
 from pathlib import Path
 
 import pandas as pd
-
-REPO = Path(__file__).resolve().parent.parent
-COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench", "profiles"]
+from workflow_run import largest_separated_set, run_workflow
 
 
 def separated_methods(ok: pd.DataFrame) -> int:
     """Size of the largest set of methods whose 95% intervals are pairwise disjoint."""
-    rows = list(ok.itertuples())
-    best = 1 if rows else 0
-    for size in range(2, len(rows) + 1):
-        found = any(
-            all(
-                a.test_accuracy_ci_high < b.test_accuracy_ci_low
-                or b.test_accuracy_ci_high < a.test_accuracy_ci_low
-                for a, b in combinations(group, 2)
-            )
-            for group in combinations(rows, size)
-        )
-        if not found:
-            break
-        best = size
-    return best
+    intervals = [
+        (r.experiment, r.test_accuracy_ci_low, r.test_accuracy_ci_high) for r in ok.itertuples()
+    ]
+    return len(largest_separated_set(intervals))
 
 
 def main() -> int:
@@ -51,23 +32,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     parser.add_argument("--cores", default="all")
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="peftbench-bench-"))
-    for name in COPY:
-        src, dst = REPO / name, workdir / name
-        if src.is_dir():
-            shutil.copytree(
-                src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        else:
-            shutil.copy(src, dst)
-    cmd = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--resources", "gpu=1"]
-    print("running:", " ".join(cmd[2:]), "in", workdir, flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=workdir)
-    wall = time.perf_counter() - start
-    print(f"\nwall time: {wall:.0f} s ({wall / 60:.1f} min), exit code {proc.returncode}")
-    if proc.returncode != 0:
-        return proc.returncode
+    workdir, wall, code = run_workflow("math", args.workdir, args.cores)
+    if code != 0:
+        return code
 
     table = pd.read_csv(workdir / "results/math/summary.csv")
     pd.set_option("display.width", 200)

@@ -2,13 +2,17 @@
 
 Result files follow ``peftbench/schemas/result.schema.json`` and live at
 ``results/<task>/runs/<method>/<name>/seed<seed>/result.json``. The summary has one row per
-result (experiment x seed) with raw units converted to readable ones (GB, minutes, MB).
+result (experiment x seed) with raw units converted to readable ones (GB, minutes, MB). Every
+task shares the columns; a metric a task does not measure is missing (math has no
+``similarity``, image no ``test_accuracy``). :data:`TASK_METRICS` says which columns are a
+task's headline quality, its forgetting-like side effect and its learning curve.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,45 @@ SCHEMA_PATH = Path(__file__).with_name("schemas") / "result.schema.json"
 #: Method name of the base-model reference row.
 BASE_METHOD = "base"
 
-#: The summary's Pareto frontier: best accuracy for the least training memory.
-FRONTIER_OBJECTIVES: dict[str, str] = {"test_accuracy": "max", "train_memory_gb": "min"}
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """Which summary columns and curves play which part for one task."""
+
+    #: Headline quality (higher is better); ``<quality>_ci_low/_ci_high`` hold its interval.
+    quality: str
+    #: Side effect of fine-tuning away from the task (lower is better).
+    forgetting: str
+    #: Key of the validation learning curve in ``result["curves"]`` ...
+    valid_curve: str
+    #: ... and the key of its value in each point.
+    valid_value: str
+
+
+#: Metrics of each task. Tasks not listed are read like math.
+TASK_METRICS: dict[str, TaskMetrics] = {
+    "math": TaskMetrics("test_accuracy", "forgetting", "valid_accuracy", "accuracy"),
+    "image": TaskMetrics("similarity", "drift", "valid_similarity", "similarity"),
+}
+
+#: Headline quality column of each task (higher is better).
+QUALITY_COLUMNS: dict[str, str] = {task: m.quality for task, m in TASK_METRICS.items()}
+
+
+def task_metrics(task: str) -> TaskMetrics:
+    """The :class:`TaskMetrics` of ``task`` (math's for a task not in :data:`TASK_METRICS`)."""
+    return TASK_METRICS.get(task, TASK_METRICS["math"])
+
+
+def quality_column(task: str) -> str:
+    """Name of ``task``'s headline quality column in the summary."""
+    return task_metrics(task).quality
+
+
+def ci_columns(quality: str) -> tuple[str, str]:
+    """Summary columns of one run's 95% interval of ``quality`` (e.g. ``similarity_ci_low``)."""
+    return f"{quality}_ci_low", f"{quality}_ci_high"
+
 
 #: Column order of the summary table.
 SUMMARY_COLUMNS: list[str] = [
@@ -41,6 +82,9 @@ SUMMARY_COLUMNS: list[str] = [
     "test_accuracy",
     "test_accuracy_ci_low",
     "test_accuracy_ci_high",
+    "similarity",
+    "similarity_ci_low",
+    "similarity_ci_high",
     "test_n",
     "train_memory_gb",
     "train_memory_allocated_gb",
@@ -48,14 +92,18 @@ SUMMARY_COLUMNS: list[str] = [
     "memory_measure",
     "train_time_min",
     "eval_time_min",
+    "generation_time_min",
     "train_tokens_per_s",
+    "train_samples",
     "trainable_params",
     "total_params",
     "trainable_pct",
     "file_size_mb",
     "forgetting",
+    "drift",
     "train_loss_final",
     "valid_accuracy_final",
+    "valid_similarity_final",
     "lr",
     "max_steps",
     "config_hash",
@@ -68,24 +116,26 @@ SUMMARY_COLUMNS: list[str] = [
 ]
 
 # Counts stay integers with a missing marker (nullable Int64) so the CSV shows "1234" and not
-# "1234.0"; everything else numeric is float64 with NaN.
-INT_COLUMNS = ["seed", "test_n", "trainable_params", "total_params", "max_steps"]
-_FLOAT_COLUMNS = [
-    "test_accuracy",
-    "test_accuracy_ci_low",
-    "test_accuracy_ci_high",
-    "train_memory_gb",
-    "train_memory_allocated_gb",
-    "eval_memory_gb",
-    "train_time_min",
-    "eval_time_min",
-    "train_tokens_per_s",
-    "trainable_pct",
-    "file_size_mb",
-    "forgetting",
-    "train_loss_final",
-    "valid_accuracy_final",
-    "lr",
+# "1234.0"; text stays text; everything else (but the on_frontier flag) is float64 with NaN.
+INT_COLUMNS = ["seed", "test_n", "train_samples", "trainable_params", "total_params", "max_steps"]
+TEXT_COLUMNS = [
+    "task",
+    "experiment",
+    "method",
+    "name",
+    "status",
+    "error",
+    "peft_type",
+    "memory_measure",
+    "config_hash",
+    "code_revision",
+    "peft_version",
+    "torch_version",
+    "transformers_version",
+    "device",
+]
+FLOAT_COLUMNS = [
+    c for c in SUMMARY_COLUMNS if c not in {*INT_COLUMNS, *TEXT_COLUMNS, "on_frontier"}
 ]
 
 #: Provenance columns that should agree across a comparable set of results.
@@ -175,6 +225,10 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "test_accuracy": metrics["test_accuracy"],
         "test_accuracy_ci_low": metrics["test_accuracy_ci_low"],
         "test_accuracy_ci_high": metrics["test_accuracy_ci_high"],
+        # Image-task metrics are optional in the schema: math results do not have them.
+        "similarity": metrics.get("similarity"),
+        "similarity_ci_low": metrics.get("similarity_ci_low"),
+        "similarity_ci_high": metrics.get("similarity_ci_high"),
         "test_n": metrics["test_n"],
         "train_memory_gb": _scaled(metrics["train_memory_peak_bytes"], 1e9),
         "train_memory_allocated_gb": _scaled(metrics["train_memory_allocated_peak_bytes"], 1e9),
@@ -182,14 +236,18 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "memory_measure": metrics["memory_measure"],
         "train_time_min": _scaled(metrics["train_time_s"], 60.0),
         "eval_time_min": _scaled(metrics["eval_time_s"], 60.0),
+        "generation_time_min": _scaled(metrics.get("generation_time_s"), 60.0),
         "train_tokens_per_s": metrics["train_tokens_per_s"],
+        "train_samples": metrics.get("train_samples"),
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": trainable_pct,
         "file_size_mb": _scaled(metrics["file_size_bytes"], 1e6),
         "forgetting": metrics["forgetting"],
+        "drift": metrics.get("drift"),
         "train_loss_final": metrics["train_loss_final"],
         "valid_accuracy_final": metrics["valid_accuracy_final"],
+        "valid_similarity_final": metrics.get("valid_similarity_final"),
         "lr": optimizer_kwargs.get("lr"),
         "max_steps": config.get("max_steps"),
         "config_hash": provenance["config_hash"],
@@ -201,38 +259,81 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def row_quality(table: pd.DataFrame) -> pd.Series:
+    """Each row's headline quality: the value of its own task's quality column (float)."""
+    quality = pd.Series(np.nan, index=table.index, dtype="float64")
+    for task in table["task"].dropna().unique():
+        rows = table["task"] == task
+        column = quality_column(task)
+        if column in table.columns:
+            quality[rows] = pd.to_numeric(table.loc[rows, column], errors="coerce")
+    return quality
+
+
+def frontier_flags(table: pd.DataFrame, by: Sequence[str] = ("task",)) -> np.ndarray:
+    """Pareto frontier of the task's quality (max) vs ``train_memory_gb`` (min), as booleans.
+
+    Computed separately within each group of ``by`` (its first column is the task: a frontier
+    never mixes tasks, whose qualities are different metrics), among successful rows only.
+    """
+    flags = np.zeros(len(table), dtype=bool)
+    if table.empty:
+        return flags
+    # Grouping by a list yields tuple keys; the task is the first column of ``by``.
+    for key, rows in table.groupby(list(by), sort=False, dropna=False):
+        rows = rows[rows["status"] == "success"]
+        if rows.empty:
+            continue
+        task = key[0]
+        mask = pareto_mask(rows, {quality_column(task): "max", "train_memory_gb": "min"})
+        flags[table.index.get_indexer(mask.index[mask.to_numpy()])] = True
+    return flags
+
+
+def sort_rows(table: pd.DataFrame, leading: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
+    """``table`` ordered by the ``leading`` keys (ascending), then base model first, quality
+    descending (missing last), experiment and seed, so the order is deterministic."""
+    leading = dict(leading or {})
+    keys = pd.DataFrame(
+        {
+            **leading,
+            "_not_base": table["method"] != BASE_METHOD,
+            "_quality": row_quality(table),
+            "_experiment": table["experiment"].astype(str),
+            "_seed": table["seed"],
+        },
+        index=table.index,
+    )
+    order = keys.sort_values(
+        list(keys.columns),
+        ascending=[True] * len(leading) + [True, False, True, True],
+        na_position="last",
+        kind="stable",
+    ).index
+    return table.loc[order]
+
+
 def summarize(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Build the summary table: one row per result, columns as in ``SUMMARY_COLUMNS``.
 
     Failed results are kept; metrics they could not measure are NaN. ``on_frontier`` marks
-    the Pareto frontier of test_accuracy (max) vs train_memory_gb (min) among successful
-    rows only. Rows are sorted base model first, then by test_accuracy descending (missing
-    last), then by experiment and seed so the order is deterministic.
+    the Pareto frontier of each task's quality (:func:`quality_column`, max) vs
+    train_memory_gb (min) among successful rows only, per task. Rows are sorted by task, base
+    model first, then by quality descending (missing last), then by experiment and seed.
     """
     rows = [_summary_row(result) for result in results]
     df = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS if c != "on_frontier"])
 
-    for column in _FLOAT_COLUMNS:
+    for column in FLOAT_COLUMNS:
         # lr comes from free-form config, so tolerate strings such as "1e-4"; the other
         # columns are schema-checked numbers or null.
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
     for column in INT_COLUMNS:
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
 
-    successful = (df["status"] == "success").to_numpy()
-    on_frontier = np.zeros(len(df), dtype=bool)
-    if successful.any():
-        on_frontier[successful] = pareto_mask(df.loc[successful], FRONTIER_OBJECTIVES).to_numpy()
-    df["on_frontier"] = on_frontier
-
-    df["_not_base"] = df["method"] != BASE_METHOD
-    df = df.sort_values(
-        ["_not_base", "test_accuracy", "experiment", "seed"],
-        ascending=[True, False, True, True],
-        na_position="last",
-        kind="stable",
-    )
-    return df.drop(columns="_not_base").reset_index(drop=True)[SUMMARY_COLUMNS]
+    df["on_frontier"] = frontier_flags(df)
+    df = sort_rows(df, {"_task": df["task"].astype(str)})
+    return df.reset_index(drop=True)[SUMMARY_COLUMNS]
 
 
 def provenance_warnings(df: pd.DataFrame) -> list[str]:

@@ -15,28 +15,33 @@ import numpy as np
 import pandas as pd
 import vl_convert as vlc
 
-from peftbench.aggregate import BASE_METHOD
+from peftbench.aggregate import BASE_METHOD, ci_columns
 from peftbench.io import atomic_path
 from peftbench.pareto import METRIC_DIRECTIONS, Direction, frontier_line
 
 #: Human-readable axis titles of summary columns; other columns use their own name.
 AXIS_TITLES: dict[str, str] = {
     "test_accuracy": "Test accuracy",
+    "similarity": "Test similarity",
     "valid_accuracy_final": "Final validation accuracy",
+    "valid_similarity_final": "Final validation similarity",
+    "valid_accuracy": "Validation accuracy",
+    "valid_similarity": "Validation similarity",
     "train_memory_gb": "Peak training memory (GB)",
     "train_memory_allocated_gb": "Peak allocated training memory (GB)",
     "eval_memory_gb": "Peak evaluation memory (GB)",
     "train_time_min": "Training time (min)",
     "eval_time_min": "Evaluation time (min)",
+    "generation_time_min": "Test image generation time (min)",
     "train_tokens_per_s": "Training throughput (tokens/s)",
+    "train_samples": "Training samples (images)",
     "trainable_params": "Trainable parameters",
     "trainable_pct": "Trainable parameters (%)",
     "file_size_mb": "Checkpoint size (MB)",
     "forgetting": "Forgetting (held-out loss increase)",
+    "drift": "Drift (lower is better)",
     "train_loss_final": "Final training loss",
 }
-
-CI_LOW, CI_HIGH = "test_accuracy_ci_low", "test_accuracy_ci_high"
 
 # A remote <script src="http..."> would make the "offline" HTML need the network.
 _REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?\s*(https?:)?//", re.IGNORECASE)
@@ -46,15 +51,13 @@ def _title(column: str) -> str:
     return AXIS_TITLES.get(column, column)
 
 
-def _accuracy_text(row: pd.Series) -> str:
-    """Accuracy with its confidence interval, e.g. ``0.412 [0.381, 0.444]``."""
-    accuracy = row.get("test_accuracy")
-    if pd.isna(accuracy):
+def interval_text(value: Any, low: Any, high: Any) -> str:
+    """A value with its interval, e.g. ``0.412 [0.381, 0.444]``; "" when the value is missing."""
+    if pd.isna(value):
         return ""
-    low, high = row.get(CI_LOW), row.get(CI_HIGH)
     if pd.isna(low) or pd.isna(high):
-        return f"{accuracy:.3f}"
-    return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]"
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _plot_data(
@@ -63,7 +66,7 @@ def _plot_data(
     """Rows to draw, with flag columns that select each layer's subset.
 
     One table feeds every layer (filtered per layer) so the data is embedded in the
-    HTML once.
+    HTML once. ``y_low`` / ``y_high`` are the run's stored interval of ``y`` (NaN without).
     """
     data = df
     if "status" in data.columns:
@@ -79,9 +82,6 @@ def _plot_data(
         "experiment",
         "method",
         "seed",
-        "test_accuracy",
-        CI_LOW,
-        CI_HIGH,
         "train_memory_gb",
         "train_time_min",
         "trainable_params",
@@ -91,16 +91,19 @@ def _plot_data(
     ]
     keep = list(dict.fromkeys(c for c in tooltip_columns if c in data.columns))
     plot = data[keep].copy()
+    low, high = ci_columns(y)
+    nan = pd.Series(np.nan, index=data.index)
+    plot["y_low"] = data[low] if low in data.columns else nan
+    plot["y_high"] = data[high] if high in data.columns else nan
     plot["is_base"] = (data["method"] == BASE_METHOD).to_numpy()
     plot["has_x"] = data[x].notna().to_numpy()
-    plot["has_ci"] = (
-        (data[CI_LOW].notna() & data[CI_HIGH].notna()).to_numpy()
-        if {CI_LOW, CI_HIGH} <= set(data.columns)
-        else False
-    )
-    plot["accuracy_ci"] = data.apply(_accuracy_text, axis=1) if len(data) else []
+    plot["has_interval"] = (plot["y_low"].notna() & plot["y_high"].notna()).to_numpy()
+    plot["quality_ci"] = [
+        interval_text(v, lo, hi)
+        for v, lo, hi in zip(plot[y], plot["y_low"], plot["y_high"], strict=True)
+    ]
     frontier = frontier_line(plot[plot["has_x"]], x, y, x_dir, y_dir)
-    plot["frontier"] = plot.index.isin(frontier.index)
+    plot["on_frontier"] = plot.index.isin(frontier.index)
     return plot
 
 
@@ -111,24 +114,70 @@ def _tooltips(plot: pd.DataFrame, x: str, y: str) -> list[alt.Tooltip]:
         ("experiment", "nominal", "Experiment", None),
         ("method", "nominal", "Method", None),
         ("seed", "quantitative", "Seed", None),
-        ("accuracy_ci", "nominal", "Test accuracy [95% CI]", None),
+        ("quality_ci", "nominal", f"{_title(y)} [95% CI]", None),
         ("train_memory_gb", "quantitative", _title("train_memory_gb"), ".2f"),
         ("train_time_min", "quantitative", _title("train_time_min"), ".1f"),
         ("trainable_params", "quantitative", _title("trainable_params"), ","),
         ("lr", "quantitative", "Learning rate", ".3~e"),
     ]
     fields = [c[0] for c in candidates]
-    # Custom axes (e.g. file size) also show their own value.
-    for column in (x, y):
-        if column not in fields and column != "test_accuracy":
-            candidates.append((column, "quantitative", _title(column), ".4~g"))
-            fields.append(column)
+    # Custom axes (e.g. file size) also show their own value; y is in quality_ci.
+    if x not in fields and x != y:
+        candidates.append((x, "quantitative", _title(x), ".4~g"))
     tooltips = []
     for field, kind, title, fmt in candidates:
         if field in plot.columns:
             extra = {} if fmt is None else {"format": fmt}
             tooltips.append(alt.Tooltip(field=field, type=kind, title=title, **extra))
     return tooltips
+
+
+def _interval_layer(
+    base: alt.Chart, x_enc: alt.X, y: str, y_scale: alt.Scale, color: alt.Color, **mark: Any
+) -> alt.Chart:
+    """Error bars from ``y_low`` to ``y_high`` (interval columns of the data)."""
+    return (
+        base.transform_filter("datum.has_x && datum.has_interval && !datum.is_base")
+        .mark_rule(**mark)
+        .encode(
+            x=x_enc,
+            # The same scale as the points: a rule's y otherwise defaults to including zero.
+            y=alt.Y("y_low:Q", title=_title(y), scale=y_scale),
+            y2="y_high:Q",
+            color=color,
+        )
+    )
+
+
+def _frontier_step_layer(
+    base: alt.Chart, x_enc: alt.X, y_enc: alt.Y, x_dir: Direction, **encoding: Any
+) -> alt.Chart:
+    """The dashed step line joining the frontier points (``on_frontier`` and ``has_x``)."""
+    # For a minimised x the attainment boundary holds y until the next point (step-after);
+    # for a maximised x it changes at the current point (step-before).
+    step = "step-after" if x_dir == "min" else "step-before"
+    return (
+        base.transform_filter("datum.on_frontier && datum.has_x")
+        .mark_line(interpolate=step, color="gray", strokeDash=[6, 3], opacity=0.8)
+        .encode(x=x_enc, y=y_enc, **encoding)
+    )
+
+
+def _base_layers(
+    base: alt.Chart, x_enc: alt.X, y_enc: alt.Y, tooltips: list[alt.Tooltip]
+) -> list[alt.Chart]:
+    """The base model: a black diamond where it has an x value, else a dashed reference line."""
+    return [
+        base.transform_filter("datum.has_x && datum.is_base")
+        .mark_point(shape="diamond", filled=True, size=160, color="black")
+        .encode(x=x_enc, y=y_enc, tooltip=tooltips),
+        base.transform_filter("!datum.has_x && datum.is_base")
+        .mark_rule(color="black", strokeDash=[4, 4])
+        .encode(y=y_enc, tooltip=tooltips),
+        base.transform_filter("!datum.has_x && datum.is_base")
+        .mark_text(align="left", baseline="bottom", dx=4, dy=-3, fontSize=10)
+        .encode(x=alt.value(0), y=y_enc, text=alt.value("base model (no fine-tuning)")),
+    ]
 
 
 def pareto_chart(
@@ -143,7 +192,9 @@ def pareto_chart(
 ) -> alt.LayerChart:
     """Scatter of ``y`` against ``x`` with the Pareto frontier drawn and labelled.
 
-    ``df`` is a summary table (``peftbench.aggregate.summarize``). Failed rows and rows
+    ``df`` is a summary table (``peftbench.aggregate.summarize``) of one task; ``y`` is its
+    quality column (e.g. ``test_accuracy`` or ``similarity``), with error bars where the
+    summary has the run's interval ``<y>_ci_low`` / ``<y>_ci_high``. Failed rows and rows
     missing ``x`` or ``y`` are not drawn; the exception is a base-model row that lacks only
     ``x`` (it did not train), drawn as a dashed horizontal reference line. Base rows with
     both values are drawn as black diamonds. Directions default to ``METRIC_DIRECTIONS``
@@ -165,42 +216,21 @@ def pareto_chart(
         ),
     )
     x_enc = alt.X(f"{x}:Q", title=_title(x), scale=alt.Scale(zero=False, padding=16))
-    y_enc = alt.Y(f"{y}:Q", title=_title(y), scale=alt.Scale(zero=False, padding=16))
+    y_scale = alt.Scale(zero=False, padding=16)
+    y_enc = alt.Y(f"{y}:Q", title=_title(y), scale=y_scale)
     tooltips = _tooltips(plot, x, y)
     base = alt.Chart(plot)
 
     layers: list[alt.Chart] = []
-    if y == "test_accuracy" and plot["has_ci"].any():
-        layers.append(
-            base.transform_filter("datum.has_x && datum.has_ci && !datum.is_base")
-            .mark_rule(opacity=0.6)
-            .encode(
-                x=x_enc,
-                y=alt.Y(f"{CI_LOW}:Q", title=_title(y), scale=alt.Scale(zero=False, padding=16)),
-                y2=f"{CI_HIGH}:Q",
-                color=color,
-            )
-        )
-    # For a minimised x the attainment boundary holds y until the next point (step-after);
-    # for a maximised x it changes at the current point (step-before).
-    step = "step-after" if x_dir == "min" else "step-before"
+    if plot["has_interval"].any():
+        layers.append(_interval_layer(base, x_enc, y, y_scale, color, opacity=0.6))
     layers += [
-        base.transform_filter("datum.frontier")
-        .mark_line(interpolate=step, color="gray", strokeDash=[6, 3], opacity=0.8)
-        .encode(x=x_enc, y=y_enc),
+        _frontier_step_layer(base, x_enc, y_enc, x_dir),
         base.transform_filter("datum.has_x && !datum.is_base")
         .mark_point(filled=True, size=70, opacity=0.9)
         .encode(x=x_enc, y=y_enc, color=color, tooltip=tooltips),
-        base.transform_filter("datum.has_x && datum.is_base")
-        .mark_point(shape="diamond", filled=True, size=160, color="black")
-        .encode(x=x_enc, y=y_enc, tooltip=tooltips),
-        base.transform_filter("!datum.has_x && datum.is_base")
-        .mark_rule(color="black", strokeDash=[4, 4])
-        .encode(y=y_enc, tooltip=tooltips),
-        base.transform_filter("!datum.has_x && datum.is_base")
-        .mark_text(align="left", baseline="bottom", dx=4, dy=-3, fontSize=10)
-        .encode(x=alt.value(0), y=y_enc, text=alt.value("base model (no fine-tuning)")),
-        base.transform_filter("datum.frontier")
+        *_base_layers(base, x_enc, y_enc, tooltips),
+        base.transform_filter("datum.on_frontier && datum.has_x")
         .mark_text(align="left", baseline="bottom", dx=6, dy=-4, fontSize=10)
         .encode(x=x_enc, y=y_enc, text="experiment:N"),
     ]
@@ -408,14 +438,6 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 # Report charts: noise-aware trade-offs and learning curves, coloured by method family.
 # ---------------------------------------------------------------------------------------------
 
-#: Axis titles of the report's columns that are not in the summary.
-AXIS_TITLES.update(
-    {
-        "similarity": "Test similarity",
-        "drift": "Drift (lower is better)",
-    }
-)
-
 #: Mark of each result source: this workflow's runs and imported published results.
 SOURCE_SHAPES: dict[str, str] = {"this run": "circle", "published": "triangle-up"}
 
@@ -434,6 +456,7 @@ _TRADEOFF_TOOLTIPS = [
     ("trainable_params", "quantitative", AXIS_TITLES["trainable_params"], ","),
     ("file_size_mb", "quantitative", AXIS_TITLES["file_size_mb"], ".3f"),
     ("forgetting", "quantitative", AXIS_TITLES["forgetting"], ".3f"),
+    ("drift", "quantitative", AXIS_TITLES["drift"], ".3f"),
     ("key_settings", "nominal", "Key settings", None),
 ]
 
@@ -459,15 +482,6 @@ def _overlap(a: pd.Series, b: pd.Series) -> bool:
     return bool(len(a) and len(b) and a.min() <= b.max() and b.min() <= a.max())
 
 
-def _quality_text(row: pd.Series, y: str) -> str:
-    value, low, high = row.get(y), row.get(f"{y}_low"), row.get(f"{y}_high")
-    if pd.isna(value):
-        return ""
-    if pd.isna(low) or pd.isna(high):
-        return f"{value:.3f}"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
-
-
 def _lead_text(row: pd.Series) -> str:
     if pd.isna(row.get("lead")):
         return ""
@@ -489,8 +503,13 @@ def _tradeoff_data(table: pd.DataFrame, x: str, y: str, log_x: bool) -> pd.DataF
     data = data[data[y].notna() & (data[x].notna() | is_base)].reset_index(drop=True)
     data["is_base"] = (data["family"] == "base").to_numpy()
     data["has_x"] = data[x].notna().to_numpy()
-    data["has_interval"] = (data[f"{y}_low"].notna() & data[f"{y}_high"].notna()).to_numpy()
-    data["quality_text"] = [_quality_text(row, y) for _, row in data.iterrows()]
+    # The bootstrap interval, under the names the shared interval layer reads.
+    data["y_low"], data["y_high"] = data[f"{y}_low"], data[f"{y}_high"]
+    data["has_interval"] = (data["y_low"].notna() & data["y_high"].notna()).to_numpy()
+    data["quality_text"] = [
+        interval_text(v, lo, hi)
+        for v, lo, hi in zip(data[y], data["y_low"], data["y_high"], strict=True)
+    ]
     data["lead_text"] = [_lead_text(row) for _, row in data.iterrows()]
     data["within_noise_flag"] = data["within_noise"].fillna(False).astype(bool).to_numpy()
     data["label"] = [
@@ -512,8 +531,8 @@ def _tradeoff_data(table: pd.DataFrame, x: str, y: str, log_x: bool) -> pd.DataF
         "label_below",
         x,
         y,
-        f"{y}_low",
-        f"{y}_high",
+        "y_low",
+        "y_high",
         "method",
         "method_key",
         "on_frontier",
@@ -554,20 +573,9 @@ def _tradeoff_layers(
         if column not in {c for c, *_ in _TRADEOFF_TOOLTIPS} and column in data.columns:
             tooltips.append(alt.Tooltip(f"{column}:Q", title=_title(column), format=".4~g"))
     base = alt.Chart(data)
-    step = "step-after" if x_dir == "min" else "step-before"
     return [
-        base.transform_filter("datum.has_x && datum.has_interval && !datum.is_base")
-        .mark_rule(opacity=0.55, strokeWidth=1.5)
-        .encode(
-            x=x_enc,
-            # The same scale as the points: a rule's y otherwise defaults to including zero.
-            y=alt.Y(f"{y}_low:Q", title=_title(y), scale=y_scale),
-            y2=f"{y}_high:Q",
-            color=color,
-        ),
-        base.transform_filter("datum.on_frontier && datum.has_x")
-        .mark_line(interpolate=step, color="gray", strokeDash=[6, 3], opacity=0.8)
-        .encode(x=x_enc, y=y_enc, detail="source:N"),
+        _interval_layer(base, x_enc, y, y_scale, color, opacity=0.55, strokeWidth=1.5),
+        _frontier_step_layer(base, x_enc, y_enc, x_dir, detail="source:N"),
         base.transform_filter("datum.has_x && !datum.is_base")
         .mark_point(filled=True, size=80, opacity=0.9)
         .encode(x=x_enc, y=y_enc, color=color, shape=shape, tooltip=tooltips),
@@ -575,15 +583,7 @@ def _tradeoff_layers(
         base.transform_filter("datum.on_frontier && datum.has_x && datum.within_noise_flag")
         .mark_point(shape="circle", size=320, filled=False, color="#555", strokeDash=[2, 2])
         .encode(x=x_enc, y=y_enc, tooltip=tooltips),
-        base.transform_filter("datum.has_x && datum.is_base")
-        .mark_point(shape="diamond", filled=True, size=160, color="black")
-        .encode(x=x_enc, y=y_enc, tooltip=tooltips),
-        base.transform_filter("!datum.has_x && datum.is_base")
-        .mark_rule(color="black", strokeDash=[4, 4])
-        .encode(y=y_enc, tooltip=tooltips),
-        base.transform_filter("!datum.has_x && datum.is_base")
-        .mark_text(align="left", baseline="bottom", dx=4, dy=-3, fontSize=10)
-        .encode(x=alt.value(0), y=y_enc, text=alt.value("base model (no fine-tuning)")),
+        *_base_layers(base, x_enc, y_enc, tooltips),
         base.transform_filter("datum.on_frontier && datum.has_x && !datum.label_below")
         .mark_text(align="left", baseline="bottom", dx=7, dy=-5, fontSize=10)
         .encode(x=x_enc, y=y_enc, text="label:N"),
@@ -601,13 +601,17 @@ def _quality_scale(data: pd.DataFrame, y: str) -> alt.Scale:
     """The y scale: padded around the data, clipped to [0, 1] for bounded metrics."""
     if y not in _UNIT_INTERVAL or data.empty:
         return alt.Scale(zero=False, padding=16)
-    values = pd.concat([data[y], data.get(f"{y}_low", data[y]), data.get(f"{y}_high", data[y])])
+    values = pd.concat([data[y], data.get("y_low", data[y]), data.get("y_high", data[y])])
     values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
         return alt.Scale(zero=False, padding=16)
     low, high = float(values.min()), float(values.max())
     margin = 0.08 * (high - low) if high > low else 0.05
-    return alt.Scale(domain=[max(0.0, low - margin), min(1.0, high + margin)], nice=False)
+    # Clipped to the bounds only when the data is within them (a cosine similarity can
+    # dip below 0), so no point falls outside the axis.
+    bottom = max(0.0, low - margin) if low >= 0 else low - margin
+    top = min(1.0, high + margin) if high <= 1 else high + margin
+    return alt.Scale(domain=[bottom, top], nice=False)
 
 
 def tradeoff_chart(

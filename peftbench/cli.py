@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peftbench.aggregate import ci_columns, quality_column
 from peftbench.pareto import quality_frontier
 from peftbench.summary import (
     SOURCE_PUBLISHED,
     SOURCE_THIS_RUN,
-    quality_column,
     read_summary,
     table_item_scores,
 )
@@ -113,6 +113,19 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
+def _noise_text(frontier: pd.DataFrame, name: str) -> str:
+    """What the bootstrap resampled, from the noise models of the frontier rows."""
+    items = int(frontier["n_items"].max())
+    if items:
+        return f"{items} test items (paired across methods) and seeds"
+    models = set(frontier["noise"])
+    if "binomial" in models:
+        return "the binomial noise of each accuracy (no per-item scores found)"
+    if "normal" in models:
+        return f"each run's stored 95% interval of its {name} (no per-item scores found)"
+    return "seeds only (no per-item scores or intervals found)"
+
+
 def format_advice(
     frontier: pd.DataFrame,
     task: str,
@@ -135,12 +148,7 @@ def format_advice(
     if frontier.empty:
         lines.append("No experiment fits the budget.")
     else:
-        items = int(frontier["n_items"].max())
-        noise = (
-            f"{items} test items (paired across methods) and seeds"
-            if items
-            else "the binomial noise of each accuracy (no per-item scores found)"
-        )
+        noise = _noise_text(frontier, name)
         lines.append(
             f"{name.capitalize()} with 95% bootstrap intervals ({n_boot} draws over {noise}); "
             f"P(frontier): share of draws on the frontier; a lead is within noise when the "
@@ -184,8 +192,7 @@ def format_advice(
                 "this test set can tell, as good: the extra cost may buy nothing."
             )
     if reference is not None and not pd.isna(reference.get(quality)):
-        low = reference.get(f"{quality}_ci_low")
-        high = reference.get(f"{quality}_ci_high")
+        low, high = (reference.get(column) for column in ci_columns(quality))
         interval = f" [{_fmt(low)}, {_fmt(high)}]" if not pd.isna(low) and not pd.isna(high) else ""
         lines.append(
             f"Reference: {reference['experiment']} (no fine-tuning): {name} "
@@ -259,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and, with --max-time-min, time down) that fit the budget, best first, with 95%% "
         "bootstrap intervals and whether each lead over the next method is within noise.",
     )
-    advise_parser.add_argument("--task", required=True, help="task name, e.g. math")
+    advise_parser.add_argument("--task", required=True, help="task name, e.g. math or image")
     advise_parser.add_argument(
         "--max-memory-gb", type=float, required=True, help="training memory budget (GB = 1e9 B)"
     )
@@ -275,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     advise_parser.add_argument(
         "--results-dir",
         default=None,
-        help="folder with <task>/runs/.../test_predictions.jsonl for per-item intervals "
-        "(default: found next to the summary)",
+        help="folder with <task>/runs/.../test_predictions.jsonl (math) or "
+        "test_similarity.jsonl (image) for per-item intervals (default: found next to the "
+        "summary)",
     )
     advise_parser.add_argument(
         "--source",

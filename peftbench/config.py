@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,10 @@ TRAINING_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "max_new_tokens": ((int,), "greedy generation length limit"),
     "checkpoint_steps": ((int,), "save a resumable checkpoint every N steps (0: never)"),
     "keep_checkpoints": ((bool,), "keep checkpoints after a successful run"),
+    # Image task.
+    "num_inference_steps": ((int,), "sampler steps per generated image"),
+    "guidance_scale": ((float, int), "classifier-free guidance scale (<= 1: no guidance)"),
+    "test_repeats": ((int,), "images generated per test prompt, each from new noise"),
 }
 POSITIVE_INT = {
     "max_steps",
@@ -54,8 +58,16 @@ POSITIVE_INT = {
     "max_seq_length",
     "bucket_factor",
     "max_new_tokens",
+    "num_inference_steps",
+    "test_repeats",
 }
-NON_NEGATIVE = {"eval_steps", "warmup_ratio", "grad_norm_clip", "checkpoint_steps"}
+NON_NEGATIVE = {
+    "eval_steps",
+    "warmup_ratio",
+    "grad_norm_clip",
+    "checkpoint_steps",
+    "guidance_scale",
+}
 CHOICES = {
     "dtype": {"float32", "bfloat16", "float16", "auto"},
     "optimizer_type": {"AdamW", "lora+", "lora-fa"},
@@ -74,13 +86,19 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def validate_training_params(params: Mapping[str, Any], source: str) -> list[str]:
-    """Problems with a (partial or merged) training-param dict, each naming ``source`` and the key."""
+def validate_training_params(
+    params: Mapping[str, Any], source: str, known: Collection[str] | None = None
+) -> list[str]:
+    """Problems with a (partial or merged) training-param dict, each naming ``source`` and the key.
+
+    ``known``: the keys this task uses (its defaults' keys); by default every key of any task.
+    """
     problems = []
+    known = TRAINING_KEYS.keys() if known is None else known
     for key, value in params.items():
-        if key not in TRAINING_KEYS:
-            known = ", ".join(sorted(TRAINING_KEYS))
-            problems.append(f"{source}: unknown training key '{key}' (known: {known})")
+        if key not in known or key not in TRAINING_KEYS:
+            listed = ", ".join(sorted(k for k in known if k in TRAINING_KEYS))
+            problems.append(f"{source}: unknown training key '{key}' (known: {listed})")
             continue
         types = TRAINING_KEYS[key][0]
         # bool is an int subclass: reject True where a number is meant.

@@ -54,7 +54,8 @@ def effective_params(
     """
     path = Path(root) / experiment / TRAINING_PARAMS
     overrides = read_json_object(path) if path.exists() else {}
-    problems = validate_training_params(overrides, str(path))
+    # A task's defaults name the keys it uses: a math-only key in an image experiment is a typo.
+    problems = validate_training_params(overrides, str(path), known=defaults.keys())
     merged = deep_merge(defaults, overrides)
     if not problems:
         problems = validate_training_params(merged, f"{path} (merged with the task defaults)")

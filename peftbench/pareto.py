@@ -23,21 +23,22 @@ import pandas as pd
 Direction = Literal["max", "min"]
 
 #: Preferred direction of every metric column of the summary table (see
-#: ``peftbench.aggregate.summarize``), plus generic metric names used by other tasks
-#: ("similarity" for generative tasks, "drift" for change of behaviour away from the
-#: base model).
+#: ``peftbench.aggregate.summarize``): math's accuracy and forgetting, the image task's
+#: similarity and drift (change of behaviour away from the base model), costs.
 METRIC_DIRECTIONS: dict[str, Direction] = {
     # Higher is better.
     "test_accuracy": "max",
     "valid_accuracy_final": "max",
     "train_tokens_per_s": "max",
     "similarity": "max",
+    "valid_similarity_final": "max",
     # Lower is better.
     "train_memory_gb": "min",
     "train_memory_allocated_gb": "min",
     "eval_memory_gb": "min",
     "train_time_min": "min",
     "eval_time_min": "min",
+    "generation_time_min": "min",
     "trainable_params": "min",
     "trainable_pct": "min",
     "file_size_mb": "min",
@@ -45,6 +46,9 @@ METRIC_DIRECTIONS: dict[str, Direction] = {
     "train_loss_final": "min",
     "drift": "min",
 }
+
+#: Quality metrics that are a share of test items (so Binomial(n, p) / n models their noise).
+PROPORTION_QUALITIES = frozenset({"test_accuracy"})
 
 _DIRECTIONS = ("max", "min")
 
@@ -539,18 +543,20 @@ def quality_frontier(
 ) -> pd.DataFrame:
     """:func:`frontier_probability` over experiments (rows grouped by ``experiment``).
 
-    An accuracy is a proportion, so rows without per-item scores fall back to a binomial draw
-    (``test_n``) or the stored interval; other quality metrics (similarity) have neither.
+    Rows without per-item scores fall back to a binomial draw from ``test_n`` when the
+    quality is a proportion (:data:`PROPORTION_QUALITIES`: an accuracy), else to the run's
+    stored 95% interval ``<quality>_ci_low`` / ``<quality>_ci_high`` when there is one (a
+    mean similarity is not a proportion, so its ``test_n`` says nothing about its noise).
     """
-    binary = quality == "test_accuracy"
+    proportion = quality in PROPORTION_QUALITIES
     return frontier_probability(
         data,
         objectives,
         quality=quality,
         items=items,
         group="experiment",
-        n_col="test_n" if binary else None,
-        ci_cols=(f"{quality}_ci_low", f"{quality}_ci_high") if binary else None,
+        n_col="test_n" if proportion else None,
+        ci_cols=(f"{quality}_ci_low", f"{quality}_ci_high"),
         n_boot=n_boot,
         seed=seed,
         threshold=threshold,

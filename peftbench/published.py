@@ -5,7 +5,8 @@ Two result formats are read, both a JSON object with ``run_info``, ``train_info`
 
 * MetaMathQA (task "math"): the last ``train_info.metrics`` entry holds ``test accuracy``,
   ``train loss`` and ``forgetting``; earlier entries are validation points (``valid accuracy``).
-* image generation (task "image-gen"): the last entry holds ``test dino_similarity`` and
+* image generation (format "image-gen", imported as task "image" so the published FLUX.2 rows
+  sit next to this workflow's image task): the last entry holds ``test dino_similarity`` and
   ``drift`` (may be NaN); earlier entries ``valid dino_similarity``.
 
 Each file becomes one row in the units of the summary table (GB = 1e9 bytes, minutes, MB =
@@ -29,8 +30,8 @@ from peftbench.answers import wilson_interval
 from peftbench.config import ConfigError
 from peftbench.families import method_family
 
-#: Task name of each published format.
-FORMAT_TASKS: dict[str, str] = {"metamathqa": "math", "image-gen": "image-gen"}
+#: Task each published format is imported under (the task of this workflow it compares with).
+FORMAT_TASKS: dict[str, str] = {"metamathqa": "math", "image-gen": "image"}
 
 #: The published MetaMathQA suite scores the whole GSM8K test split; its result files do not
 #: store the count, so it is needed to turn an accuracy into correct/total for intervals.
@@ -283,6 +284,7 @@ def parse_published(document: Any) -> dict[str, Any]:
         "forgetting": None,
         "train_loss_final": final_values["train loss"],
         "valid_accuracy_final": None,
+        "valid_similarity_final": None,
         "lr": optimizer_kwargs.get("lr"),
         "max_steps": train_config.get("max_steps"),
         "config_hash": _config_hash(train_config, peft_config),
@@ -309,6 +311,8 @@ def parse_published(document: Any) -> dict[str, Any]:
     else:
         row["similarity"] = quality
         row["drift"] = final_values["drift"]
+        if validation:
+            row["valid_similarity_final"] = _finite(validation[-1][valid_key])
     for curve in curves:
         curve.update(
             task=task,

@@ -2,75 +2,56 @@
 
 Built on :func:`peftbench.aggregate.summarize` (one row per experiment x seed, readable units:
 GB = 1e9 bytes, minutes, MB = 1e6 bytes) with the method ``family``, the ``source`` ("this
-run" or "published"), image-generation metrics (``similarity``, ``drift``), a short
-``key_settings`` string and ``created_at``. Written to ``results/summary.parquet`` and
-``results/summary.csv``.
+run" or "published"), a short ``key_settings`` string and ``created_at``. Each task's
+frontier and order use its own quality column (:func:`peftbench.aggregate.quality_column`).
+Written to ``results/summary.parquet`` and ``results/summary.csv``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from peftbench.aggregate import BASE_METHOD, INT_COLUMNS, SUMMARY_COLUMNS, summarize
+from peftbench.aggregate import (
+    INT_COLUMNS,
+    SUMMARY_COLUMNS,
+    TEXT_COLUMNS,
+    frontier_flags,
+    sort_rows,
+    summarize,
+    task_metrics,
+)
 from peftbench.answers import answers_match
 from peftbench.families import family_order, method_family
 from peftbench.io import atomic_path
-from peftbench.pareto import pareto_mask
 from peftbench.published import PublishedImport
 
 SOURCE_THIS_RUN = "this run"
 SOURCE_PUBLISHED = "published"
 SOURCES = (SOURCE_THIS_RUN, SOURCE_PUBLISHED)
 
-#: Headline quality metric of each task (higher is better); other tasks use test_accuracy.
-QUALITY_COLUMNS: dict[str, str] = {"math": "test_accuracy", "image-gen": "similarity"}
-
+#: Per-item files of a run folder: the image task's similarity of each generated test image,
+#: the math task's predictions.
+SIMILARITY_FILE = "test_similarity.jsonl"
 PREDICTIONS_FILE = "test_predictions.jsonl"
-
-
-def quality_column(task: str) -> str:
-    """Name of ``task``'s headline quality column in the summary."""
-    return QUALITY_COLUMNS.get(task, "test_accuracy")
 
 
 def _cross_task_columns() -> list[str]:
     columns = [c for c in SUMMARY_COLUMNS if c != "on_frontier"]
     columns.insert(columns.index("task") + 1, "source")
     columns.insert(columns.index("name") + 1, "family")
-    position = columns.index("forgetting") + 1
-    columns[position:position] = ["similarity", "drift"]
     return [*columns, "key_settings", "created_at", "on_frontier"]
 
 
 #: Column order of the cross-task summary.
 CROSS_TASK_COLUMNS: list[str] = _cross_task_columns()
 
-_TEXT_COLUMNS = [
-    "task",
-    "source",
-    "experiment",
-    "method",
-    "name",
-    "family",
-    "status",
-    "error",
-    "peft_type",
-    "memory_measure",
-    "config_hash",
-    "code_revision",
-    "peft_version",
-    "torch_version",
-    "transformers_version",
-    "device",
-    "key_settings",
-    "created_at",
-]
+_TEXT_COLUMNS = [*TEXT_COLUMNS, "source", "family", "key_settings", "created_at"]
 
 # Settings worth seeing in a tooltip, in this order; anything else is in the full config.
 _PEFT_SETTINGS = [
@@ -143,8 +124,6 @@ def _this_run_rows(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     table["family"] = [
         method_family(m, p) for m, p in zip(table["method"], table["peft_type"], strict=True)
     ]
-    table["similarity"] = np.nan
-    table["drift"] = np.nan
     return table
 
 
@@ -190,38 +169,10 @@ def normalize(table: pd.DataFrame) -> pd.DataFrame:
         elif column != "on_frontier":
             table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
 
-    on_frontier = np.zeros(len(table), dtype=bool)
-    for (task, _source), index in table.groupby(["task", "source"], sort=False).groups.items():
-        rows = table.loc[index]
-        rows = rows[rows["status"] == "success"]
-        if rows.empty:
-            continue
-        mask = pareto_mask(rows, {quality_column(task): "max", "train_memory_gb": "min"})
-        on_frontier[table.index.get_indexer(mask.index[mask.to_numpy()])] = True
-    table["on_frontier"] = on_frontier
-
-    quality = pd.Series(np.nan, index=table.index, dtype="float64")
-    for task in table["task"].dropna().unique():
-        rows = table["task"] == task
-        quality[rows] = table.loc[rows, quality_column(task)]
-    order = pd.DataFrame(
-        {
-            "task": table["task"].astype(str),
-            "source": table["source"].map(lambda s: SOURCES.index(s) if s in SOURCES else 9),
-            "not_base": table["method"] != BASE_METHOD,
-            "quality": quality,
-            "experiment": table["experiment"].astype(str),
-            "seed": table["seed"],
-        },
-        index=table.index,
-    )
-    order = order.sort_values(
-        ["task", "source", "not_base", "quality", "experiment", "seed"],
-        ascending=[True, True, True, False, True, True],
-        na_position="last",
-        kind="stable",
-    )
-    return table.loc[order.index, CROSS_TASK_COLUMNS].reset_index(drop=True)
+    table["on_frontier"] = frontier_flags(table, by=["task", "source"])
+    source_order = table["source"].map(lambda s: SOURCES.index(s) if s in SOURCES else 9)
+    table = sort_rows(table, {"_task": table["task"].astype(str), "_source": source_order})
+    return table.loc[:, CROSS_TASK_COLUMNS].reset_index(drop=True)
 
 
 def build_summary(
@@ -255,23 +206,38 @@ def read_summary(path: Path | str) -> pd.DataFrame:
     return normalize(table)
 
 
-def item_scores(run_dir: Path | str) -> np.ndarray | None:
-    """Per-test-item correctness (0.0 / 1.0, in test-set order) of one run, or None.
+def _similarity_score(item: Mapping[str, Any]) -> float:
+    return float(item["similarity"])
 
-    Read from ``test_predictions.jsonl`` in ``run_dir`` (one JSON line per item with
-    ``answer`` and ``parsed``), scored with :func:`peftbench.answers.answers_match`. None when
-    the file is absent or empty (a failed run, or results copied without predictions).
+
+def _correctness_score(item: Mapping[str, Any]) -> float:
+    return float(answers_match(item.get("parsed"), item.get("answer")))
+
+
+#: Per-item score files of a run folder and how each line is scored, first found wins.
+ITEM_FILES: dict[str, Callable[[Mapping[str, Any]], float]] = {
+    SIMILARITY_FILE: _similarity_score,
+    PREDICTIONS_FILE: _correctness_score,
+}
+
+
+def item_scores(run_dir: Path | str) -> np.ndarray | None:
+    """Per-test-item scores of one run (in the test set's fixed order), or None.
+
+    Image task: the ``similarity`` of each line of ``test_similarity.jsonl`` (one line per
+    generated test image). Math: correctness (0.0 / 1.0) of each line of
+    ``test_predictions.jsonl`` (``answer`` and ``parsed``), scored with
+    :func:`peftbench.answers.answers_match`. None when neither file is there or it is empty (a
+    failed run, or results copied without their per-item files).
     """
-    path = Path(run_dir) / PREDICTIONS_FILE
-    if not path.is_file():
-        return None
-    scores = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                item = json.loads(line)
-                scores.append(float(answers_match(item.get("parsed"), item.get("answer"))))
-    return np.asarray(scores) if scores else None
+    for name, score in ITEM_FILES.items():
+        path = Path(run_dir) / name
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8") as handle:
+            scores = [score(json.loads(line)) for line in handle if line.strip()]
+        return np.asarray(scores) if scores else None
+    return None
 
 
 def run_dir(root: Path | str, task: str, experiment: str, seed: Any) -> Path:
@@ -301,7 +267,8 @@ def curves_table(
     """Learning curves in long form: task, source, experiment, method, family, seed, step,
     metric ("train loss" | "validation"), value.
 
-    "validation" is the task's validation metric (accuracy for math).
+    "validation" is the task's validation metric (:class:`peftbench.aggregate.TaskMetrics`:
+    accuracy for math, similarity for image).
     """
     rows = []
     for result in results:
@@ -320,10 +287,10 @@ def curves_table(
             rows.append(
                 {**base, "step": point["step"], "metric": "train loss", "value": point["loss"]}
             )
-        for point in curves.get("valid_accuracy") or []:
-            rows.append(
-                {**base, "step": point["step"], "metric": "validation", "value": point["accuracy"]}
-            )
+        metrics = task_metrics(result["task"])
+        for point in curves.get(metrics.valid_curve) or []:
+            value = point[metrics.valid_value]
+            rows.append({**base, "step": point["step"], "metric": "validation", "value": value})
     if published is not None:
         families = {row["experiment"]: row["family"] for row in published.rows}
         for point in published.curves:

@@ -146,7 +146,7 @@ def train(
     batches = batch_stream(
         [len(e["input_ids"]) for e in examples], params["batch_size"], params["bucket_factor"], seed
     )
-    # AdaLoRA reallocates ranks between steps; PEFT exposes that as update_and_allocate.
+    # AdaLoRA (and AdaMSS) reallocate ranks between steps; PEFT exposes that as update_and_allocate.
     base = getattr(model, "base_model", None)
     update_and_allocate = getattr(base, "update_and_allocate", None)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -181,7 +181,7 @@ def train(
             torch.nn.utils.clip_grad_norm_(trainable, params["grad_norm_clip"])
         optimizer.step()
         scheduler.step()
-        if update_and_allocate is not None and getattr(base, "peft_type", None) == "ADALORA":
+        if update_and_allocate is not None:
             update_and_allocate(step)
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":

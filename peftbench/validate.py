@@ -51,11 +51,33 @@ def meta_model(model_cfg: dict[str, Any]) -> Any:
         return AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
 
 
+def meta_transformer(model_cfg: dict[str, Any]) -> Any:
+    """The image model's ``Flux2Transformer2DModel`` with no weights allocated (meta device)."""
+    import torch
+    from diffusers import Flux2Transformer2DModel
+
+    if model_cfg["source"] == "embedded":
+        embedded = model_cfg["embedded"]
+        config = {
+            **embedded["transformer"],
+            "in_channels": 3 * embedded["patch_size"] ** 2,
+            "joint_attention_dim": embedded["text_encoder"]["hidden_size"],
+            "guidance_embeds": False,
+        }
+    else:
+        hub = model_cfg["hub"]
+        config = Flux2Transformer2DModel.load_config(
+            hub["model_id"], subfolder="transformer", revision=hub.get("revision")
+        )
+    with torch.device("meta"):
+        return Flux2Transformer2DModel.from_config(config)
+
+
 def check_experiment(
     model: Any, root: Path, experiment: str, defaults: dict[str, Any]
 ) -> list[str]:
     """Problems of one experiment; ``model`` is a fresh meta-device base model (it gets wrapped)."""
-    from peftbench.math_task import wrap_peft
+    from peftbench.runs import wrap_peft
 
     folder = Path(root) / experiment
     try:
@@ -64,8 +86,25 @@ def check_experiment(
         return str(exc).splitlines()
     if not (folder / ADAPTER_CONFIG).exists():
         return []
+    import copy
+
+    import torch
+
+    pristine = copy.deepcopy(model)  # meta tensors: no memory
     try:
-        wrapped, _ = wrap_peft(model, folder, params)
+        # Adapter weights on the meta device too: checking a VeRA or LoRA adapter of a
+        # 4B-parameter model must not allocate gigabytes while the DAG is built.
+        with torch.device("meta"):
+            wrapped, _ = wrap_peft(model, folder, params)
+    except RuntimeError as exc:
+        if "meta" not in str(exc):
+            return [f"{folder / ADAPTER_CONFIG}: {type(exc).__name__}: {exc}"]
+        # Some methods need real values to build (BOFT's butterfly permutations call .item()):
+        # their adapter weights are then allocated on the CPU, the base model stays on meta.
+        try:
+            wrapped, _ = wrap_peft(pristine, folder, params)
+        except Exception as exc2:  # noqa: BLE001 - PEFT raises many types; each is a finding
+            return [f"{folder / ADAPTER_CONFIG}: {type(exc2).__name__}: {exc2}"]
     except Exception as exc:  # noqa: BLE001 - PEFT raises many types; each is a finding
         return [f"{folder / ADAPTER_CONFIG}: {type(exc).__name__}: {exc}"]
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
@@ -74,11 +113,12 @@ def check_experiment(
     return []
 
 
-def validate_task(task_cfg: dict[str, Any], experiments: list[str]) -> list[str]:
+def validate_task(task_cfg: dict[str, Any], experiments: list[str], task: str = "math") -> list[str]:  # fmt: skip
     """One message per problem, each naming the file and the field."""
-    problems = check_local_data(task_cfg["data"])
+    problems = check_local_data(task_cfg["data"]) if task == "math" else []
     root = Path(task_cfg["experiments_dir"])
+    build = meta_transformer if task == "image" else meta_model
     for experiment in experiments:
-        model = meta_model(task_cfg["base_model"])
+        model = build(task_cfg["base_model"])
         problems += check_experiment(model, root, experiment, task_cfg["training"])
     return problems

@@ -18,9 +18,38 @@ validate(config, "../config/schemas/config.schema.yaml")
 CODE = {
     "data": ["mathgen", "loaders", "math_data", "answers", "io"],
     "base": ["embedded_lm", "train", "memory", "io"],
-    "train": ["math_task", "train", "evaluate", "memory", "answers", "config", "io"],
+    "train": [
+        "math_task",
+        "runs",
+        "train",
+        "evaluate",
+        "memory",
+        "answers",
+        "config",
+        "io",
+    ],
+    "image_data": ["shapes", "image_data", "loaders", "config", "io"],
+    "image_base": ["shapes", "embedded_diffusion", "diffusion", "io"],
+    "image_encoder": ["shapes", "similarity", "io"],
+    "image_train": [
+        "image_task",
+        "diffusion",
+        "similarity",
+        "image_data",
+        "runs",
+        "train",
+        "memory",
+        "config",
+        "io",
+    ],
 }
-LIBRARIES = ["torch", "transformers", "peft", "tokenizers", "datasets"]
+LIBRARIES = ["torch", "transformers", "peft", "tokenizers", "datasets", "diffusers"]
+
+
+wildcard_constraints:
+    method="[^/]+",
+    name="[^/]+",
+    seed="[0-9]+",
 
 
 def code_hash(family):
@@ -71,12 +100,17 @@ def task_experiments(task):
     if not problems and workflow.is_main_process:
         from peftbench.validate import validate_task
 
-        problems = validate_task(cfg, found)
+        problems = validate_task(cfg, found, task)
     if problems:
         raise ConfigError(
             f"{len(problems)} problem(s) found before training:\n" + "\n".join(problems)
         )
     return found
+
+
+def task_seeds(task):
+    """Seeds of ``task``: its own ``seeds`` list, else the global one."""
+    return config[task].get("seeds") or config["seeds"]
 
 
 def run_results(task):
@@ -85,7 +119,7 @@ def run_results(task):
     return [
         f"results/{task}/runs/{experiment}/seed{seed}/result.json"
         for experiment in runs
-        for seed in config["seeds"]
+        for seed in task_seeds(task)
     ]
 
 
@@ -116,6 +150,7 @@ def training_params(task):
 
 def all_targets():
     tasks = config["tasks"]
+    samples = ["results/image/report/samples.html"] if "image" in tasks else []
     # The report's inputs (rules/report.smk) are built by default, so that
     # `snakemake --report results/report.html` works right after a run.
     report_pages = ["charts.html", "frontier.html", "configs.html"]
@@ -128,6 +163,7 @@ def all_targets():
             "results/environment.html",
         ]
         + [f"results/{task}/report/{page}" for task in tasks for page in report_pages]
+        + samples
     )
 
 

@@ -15,12 +15,6 @@ MATH_DATA = [
 MATH_BASE = "results/math/base_model"
 
 
-wildcard_constraints:
-    method="[^/]+",
-    name="[^/]+",
-    seed="[0-9]+",
-
-
 rule math_prepare_data:
     output:
         MATH_DATA,

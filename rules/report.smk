@@ -1,8 +1,10 @@
 # Report: the cross-task summary (with imported published results), noise-aware Pareto charts
-# and tables per task, effective configs and environment. Outputs flagged report(...) make up
+# and tables per task, effective configs and environment, and the sample images of the tasks
+# whose runs write them. Outputs flagged report(...) make up
 # `snakemake --report results/report.html`; captions live in rules/captions/.
 from peftbench.config import file_hash  # noqa: E402
 from peftbench.published import configured_files, configured_folders  # noqa: E402
+from peftbench.report import SAMPLE_TASKS  # noqa: E402
 
 
 report: "captions/workflow.rst"
@@ -150,3 +152,30 @@ rule report_task:
         code=REPORT_CODE_HASH,
     script:
         "../scripts/report_task.py"
+
+
+# Sample grids of every run of a task whose runs write one (samples.png next to result.json).
+# A failed run has no samples.png, so the inputs are the result files and the grids are read
+# when present. Built only when asked for: results/<task>/report/samples.html.
+rule report_samples:
+    input:
+        results=lambda wildcards: run_results(wildcards.task),
+    output:
+        page=report(
+            "results/{task}/report/samples.html",
+            caption="captions/samples.rst",
+            category="Samples",
+            subcategory="{task}",
+            labels={"page": "{task}: sample images of every run"},
+        ),
+    log:
+        "logs/{task}/report_samples.log",
+    wildcard_constraints:
+        task="|".join(SAMPLE_TASKS),
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        code=REPORT_CODE_HASH,
+    script:
+        "../scripts/report_samples.py"

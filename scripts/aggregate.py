@@ -1,4 +1,9 @@
-"""Snakemake entry point: summary table and Pareto chart of one task (rule *_aggregate)."""
+"""Snakemake entry point: summary table and Pareto chart of one task (rule <task>_aggregate).
+
+Params: ``title`` of the chart, and ``quality``, the summary column drawn on its y axis (math:
+test_accuracy, image: similarity); without it, the task's quality column. The task is the
+folder of the summary output, ``results/<task>/summary.csv``.
+"""
 
 import os
 import sys
@@ -8,17 +13,25 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from peftbench.aggregate import load_results, provenance_warnings, summarize, write_summary  # noqa: E402
+from peftbench.aggregate import (  # noqa: E402
+    load_results,
+    provenance_warnings,
+    quality_column,
+    summarize,
+    write_summary,
+)
 from peftbench.charts import pareto_chart, save_chart  # noqa: E402
 from peftbench.workflow import redirect_log  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)
+task = Path(sm.output.summary).parent.name
+quality = sm.params.get("quality") or quality_column(task)
 table = summarize(load_results(sm.input))
 for warning in provenance_warnings(table):
     print(f"WARNING: {warning}")
 write_summary(table, sm.output.summary)
-save_chart(pareto_chart(table, title=sm.params.title), sm.output.html, sm.output.png)
+save_chart(pareto_chart(table, y=quality, title=sm.params.title), sm.output.html, sm.output.png)
 failed = table[table["status"] == "failed"]
 print(f"{len(table)} results, {len(failed)} failed")
 for row in failed.itertuples():

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from peftbench.aggregate import load_results  # noqa: E402
+from peftbench.aggregate import load_results, quality_column, task_metrics  # noqa: E402
 from peftbench.charts import (  # noqa: E402
     AXIS_TITLES,
     charts_page_html,
@@ -35,7 +35,6 @@ from peftbench.report import (  # noqa: E402
 from peftbench.summary import (  # noqa: E402
     SOURCE_THIS_RUN,
     curves_table,
-    quality_column,
     read_summary,
     table_item_scores,
 )
@@ -72,7 +71,8 @@ for axis, column in AXES.items():
 curves = curves_table(results, published)
 curves = curves[(curves["task"] == task) & (curves["source"] == SOURCE_THIS_RUN)]
 title = f"{task}: learning curves (this run)"
-chart = learning_curves_chart(curves, colors, title)
+validation_title = AXIS_TITLES[task_metrics(task).valid_curve]
+chart = learning_curves_chart(curves, colors, title, validation_title=validation_title)
 caption = chart_caption("curves", task)
 save_chart(
     chart, sm.output.curves_html, sm.output.curves_png, sm.output.curves, caption_html=caption

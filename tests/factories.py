@@ -1,7 +1,9 @@
 """Builders of schema-valid test data, shared by the test modules.
 
 ``make_result`` returns a result dict that validates against
-``peftbench/schemas/result.schema.json``; every metric can be overridden by keyword.
+``peftbench/schemas/result.schema.json``; every metric can be overridden by keyword. With
+``task="image"`` it is an image-task result: the math-only metrics null, the image metrics set
+(the similarity interval +-0.02 around an overridden similarity), a ``valid_similarity`` curve.
 """
 
 from __future__ import annotations
@@ -36,6 +38,43 @@ DEFAULT_METRICS: dict[str, Any] = {
     "forgetting": 0.1,
 }
 
+#: Metrics that only the math task measures (null in an image result).
+MATH_ONLY = [
+    "test_accuracy",
+    "test_accuracy_ci_low",
+    "test_accuracy_ci_high",
+    "test_correct",
+    "valid_accuracy_final",
+    "heldout_loss_before",
+    "heldout_loss_after",
+    "forgetting",
+    "train_tokens",
+    "train_tokens_per_s",
+]
+
+# Metrics of a plausible small successful image-task run: every required key, the math-only
+# ones null, plus the image metrics.
+IMAGE_METRICS: dict[str, Any] = {
+    **DEFAULT_METRICS,
+    **dict.fromkeys(MATH_ONLY),
+    "test_n": 40,
+    "similarity": 0.62,
+    "similarity_ci_low": 0.60,
+    "similarity_ci_high": 0.64,
+    "drift": 0.05,
+    "valid_similarity_final": 0.61,
+    "generation_time_s": 90.0,
+    "train_samples": 800,
+}
+
+TASK_DEFAULT_METRICS: dict[str, dict[str, Any]] = {"math": DEFAULT_METRICS, "image": IMAGE_METRICS}
+
+#: The validation curve of each task: (curves key, value key, value).
+TASK_VALID_CURVES = {
+    "math": ("valid_accuracy", "accuracy", 0.41),
+    "image": ("valid_similarity", "similarity", 0.61),
+}
+
 DEFAULT_PACKAGES: dict[str, str] = {"peft": "0.21.2", "torch": "2.13.0", "transformers": "5.24.0"}
 
 
@@ -61,15 +100,22 @@ def make_result(
     metric. A ``status="failed"`` result gets every metric set to null (unless overridden)
     and a default error message.
     """
-    unknown = set(metrics) - set(DEFAULT_METRICS)
+    defaults = TASK_DEFAULT_METRICS[task]
+    unknown = set(metrics) - set(defaults)
     if unknown:
         raise TypeError(f"unknown metric overrides: {sorted(unknown)}")
     if status == "failed":
-        base_metrics = dict.fromkeys(DEFAULT_METRICS)
+        base_metrics = dict.fromkeys(defaults)
         error = error if error is not None else "RuntimeError: CUDA out of memory"
     else:
-        base_metrics = copy.deepcopy(DEFAULT_METRICS)
+        base_metrics = copy.deepcopy(defaults)
+        if task == "image" and metrics.get("similarity") is not None:
+            # An image run's interval follows its similarity unless given.
+            similarity = metrics["similarity"]
+            base_metrics["similarity_ci_low"] = round(similarity - 0.02, 6)
+            base_metrics["similarity_ci_high"] = round(similarity + 0.02, 6)
     base_metrics.update(metrics)
+    curve, field, value = TASK_VALID_CURVES[task]
 
     config: dict[str, Any] = {"max_steps": max_steps, "batch_size": 4}
     if lr is not None:
@@ -90,7 +136,7 @@ def make_result(
         "metrics": base_metrics,
         "curves": {
             "train_loss": [{"step": 50, "loss": 1.2}, {"step": 100, "loss": 0.85}],
-            "valid_accuracy": [{"step": 100, "accuracy": 0.41}],
+            curve: [{"step": 100, field: value}],
         },
         "provenance": {
             "created_at": "2025-01-01T00:00:00+00:00",
@@ -105,7 +151,7 @@ def make_result(
     }
 
 
-def make_base_result(seed: int = 0, **metrics: Any) -> dict[str, Any]:
+def make_base_result(seed: int = 0, *, task: str = "math", **metrics: Any) -> dict[str, Any]:
     """Return the base-model reference result (no training: training metrics are null)."""
     no_training = {
         "train_loss_final": None,
@@ -121,5 +167,9 @@ def make_base_result(seed: int = 0, **metrics: Any) -> dict[str, Any]:
         "heldout_loss_after": None,
         "forgetting": None,
     }
+    if task == "image":
+        no_training |= {"drift": None, "valid_similarity_final": None, "train_samples": None}
     no_training.update(metrics)
-    return make_result("base", "no-finetuning", seed, lr=None, peft_type=None, **no_training)
+    return make_result(
+        "base", "no-finetuning", seed, task=task, lr=None, peft_type=None, **no_training
+    )

@@ -223,3 +223,83 @@ def test_write_summary_failure_keeps_old_file(tmp_path, monkeypatch):
         write_summary(summarize(three_results()), csv_path)
     assert csv_path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The image task: same schema and summary, its own quality (similarity)
+# ---------------------------------------------------------------------------------------------
+
+
+def image_results():
+    """Image-task runs: a similarity trade-off, a dominated run, a failed run and the base."""
+    return [
+        make_base_result(task="image", similarity=0.30, similarity_ci_low=0.28,
+                         similarity_ci_high=0.32),
+        make_result("lora", "r8", task="image", similarity=0.70, train_memory_peak_bytes=10**10),
+        make_result("oft", "b16", task="image", similarity=0.60, train_memory_peak_bytes=8 * 10**9),
+        make_result("full-finetuning", "default", task="image", peft_type=None, similarity=0.65,
+                    train_memory_peak_bytes=30 * 10**9, drift=0.2),
+        make_result("ia3", "default", task="image", status="failed"),
+    ]  # fmt: skip
+
+
+def test_image_results_validate_and_schema_checks_image_fields():
+    for result in image_results():
+        validate_result(result)
+    assert make_result(task="image")["metrics"]["test_accuracy"] is None
+    with pytest.raises(ValueError, match=r"metrics\.drift"):
+        validate_result(make_result(task="image", drift=1.5))
+    with pytest.raises(ValueError, match=r"metrics\.train_samples"):
+        validate_result(make_result(task="image", train_samples=1.5))
+    # Every result has a validation curve: math's accuracy or the image task's similarity.
+    no_curve = make_result(task="image")
+    del no_curve["curves"]["valid_similarity"]
+    with pytest.raises(ValueError, match="curves"):
+        validate_result(no_curve)
+    bad_point = make_result(task="image")
+    bad_point["curves"]["valid_similarity"] = [{"step": 1, "accuracy": 0.5}]
+    with pytest.raises(ValueError, match="similarity"):
+        validate_result(bad_point)
+
+
+def test_summarize_mixed_tasks_each_frontier_on_its_own_quality():
+    df = summarize([*three_results(), *image_results()])
+    assert list(df.columns) == SUMMARY_COLUMNS
+    for column in ("similarity", "similarity_ci_low", "drift", "generation_time_min"):
+        assert df[column].dtype == "float64"
+    assert df["train_samples"].dtype == "Int64"
+    # Grouped by task; within a task base first, then the task's quality descending.
+    assert df["experiment"].tolist() == [
+        "base/no-finetuning",
+        "lora/r8",
+        "full-finetuning/default",
+        "oft/b16",
+        "ia3/default",
+        "lora/r16",
+        "lora/r8",
+        "ia3/default",
+    ]
+    image = df[df["task"] == "image"].set_index("experiment")
+    # Image runs have no test accuracy: a frontier over test_accuracy would be empty.
+    assert image.index[image["on_frontier"]].tolist() == ["lora/r8", "oft/b16"]
+    math = df[df["task"] == "math"].set_index("experiment")
+    assert math.index[math["on_frontier"]].tolist() == ["lora/r16", "lora/r8"]
+    lora = image.loc["lora/r8"]
+    assert lora["similarity"] == pytest.approx(0.70)
+    assert lora["similarity_ci_low"] == pytest.approx(0.68)
+    assert lora["drift"] == pytest.approx(0.05)
+    assert lora["valid_similarity_final"] == pytest.approx(0.61)
+    assert lora["generation_time_min"] == pytest.approx(1.5)
+    assert lora["train_samples"] == 800 and lora["test_n"] == 40
+    assert math.loc["lora/r16", "train_samples"] is pd.NA
+    assert math["similarity"].isna().all() and math["drift"].isna().all()
+    assert image.loc["full-finetuning/default", "drift"] == pytest.approx(0.2)
+
+
+def test_write_summary_image_counts_are_integers(tmp_path):
+    path = tmp_path / "summary.csv"
+    write_summary(summarize(image_results()), path)
+    back = pd.read_csv(path)
+    assert list(back.columns) == SUMMARY_COLUMNS
+    assert "800.0" not in path.read_text()
+    assert back.set_index("experiment").loc["lora/r8", "train_samples"] == 800

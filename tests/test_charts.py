@@ -56,8 +56,8 @@ def test_pareto_chart_data_and_frontier(summary):
     rows = {row["experiment"]: row for row in chart_rows(chart)}
     # Failed rows and rows without x are left out; the base is kept as a reference line.
     assert set(rows) == {"base/no-finetuning", "lora/r8", "lora/r16", "full-finetuning/default"}
-    assert {name for name, row in rows.items() if row["frontier"]} == {"lora/r8", "lora/r16"}
-    assert rows["lora/r16"]["accuracy_ci"] == "0.450 [0.420, 0.480]"
+    assert {name for name, row in rows.items() if row["on_frontier"]} == {"lora/r8", "lora/r16"}
+    assert rows["lora/r16"]["quality_ci"] == "0.450 [0.420, 0.480]"
     assert rows["base/no-finetuning"]["is_base"] and not rows["base/no-finetuning"]["has_x"]
 
 
@@ -88,7 +88,7 @@ def test_pareto_chart_layers(summary):
     assert {
         "experiment",
         "method",
-        "accuracy_ci",
+        "quality_ci",
         "train_memory_gb",
         "train_time_min",
         "trainable_params",
@@ -128,7 +128,7 @@ def test_pareto_chart_base_with_x_is_a_diamond_point(summary):
     chart = pareto_chart(summary, x="trainable_params")
     rows = {row["experiment"]: row for row in chart_rows(chart)}
     base = rows["base/no-finetuning"]
-    assert base["is_base"] and base["has_x"] and base["frontier"]
+    assert base["is_base"] and base["has_x"] and base["on_frontier"]
     spec = chart.to_dict()
     diamond = next(layer for layer in spec["layer"] if layer["mark"].get("shape") == "diamond")
     assert "is_base" in diamond["transform"][0]["filter"]
@@ -138,3 +138,36 @@ def test_pareto_chart_maximised_x_uses_step_before(summary):
     spec = pareto_chart(summary, x="train_tokens_per_s").to_dict()
     lines = [layer["mark"] for layer in spec["layer"] if layer["mark"]["type"] == "line"]
     assert lines[0]["interpolate"] == "step-before"
+
+
+def test_pareto_chart_similarity_draws_its_interval():
+    table = summarize(
+        [
+            make_base_result(task="image", similarity=0.3),
+            make_result("lora", "r8", task="image", similarity=0.70, similarity_ci_low=0.66,
+                        similarity_ci_high=0.73, train_memory_peak_bytes=10**10),
+            make_result("oft", "b16", task="image", similarity=0.60, similarity_ci_low=None,
+                        similarity_ci_high=None, train_memory_peak_bytes=8 * 10**9),
+        ]
+    )  # fmt: skip
+    chart = pareto_chart(table, y="similarity", title="Image: similarity vs memory")
+    spec = chart.to_dict()
+    rows = {row["experiment"]: row for row in chart_rows(chart)}
+    assert rows["lora/r8"]["quality_ci"] == "0.700 [0.660, 0.730]"
+    assert rows["oft/b16"]["quality_ci"] == "0.600" and not rows["oft/b16"]["has_interval"]
+    assert {name for name, row in rows.items() if row["on_frontier"]} == {"lora/r8", "oft/b16"}
+    whiskers = [
+        layer
+        for layer in spec["layer"]
+        if layer["mark"]["type"] == "rule" and "y2" in layer["encoding"]
+    ]
+    assert len(whiskers) == 1
+    assert whiskers[0]["encoding"]["y"]["field"] == "y_low"
+    assert whiskers[0]["encoding"]["y2"]["field"] == "y_high"
+    assert whiskers[0]["encoding"]["y"]["title"] == "Test similarity"
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    titles = {t["field"]: t["title"] for t in points["encoding"]["tooltip"]}
+    assert titles["quality_ci"] == "Test similarity [95% CI]"
+    # Without any interval there are no whiskers.
+    no_ci = pareto_chart(table, y="drift").to_dict()
+    assert not any("y2" in layer["encoding"] for layer in no_ci["layer"])

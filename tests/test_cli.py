@@ -158,3 +158,57 @@ def test_python_dash_m(results_dir):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "lora/big" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def image_results_dir(tmp_path_factory):
+    """An image task: per-image similarity of 40 test images; the published FLUX.2 row too."""
+    root = tmp_path_factory.mktemp("image-results")
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.1, 40)
+    results = [make_base_result(task="image", similarity=0.3)]
+    for experiment, similarity, memory_gb in [
+        ("lora/r8", 0.70, 12),
+        ("oft/b16", 0.50, 8),
+        ("full-finetuning/all", 0.80, 30),
+    ]:
+        method, name = experiment.split("/")
+        results.append(make_result(method, name, task="image", similarity=similarity,
+                                   train_memory_peak_bytes=memory_gb * 10**9))  # fmt: skip
+        noise = shared + rng.normal(0, 0.05, 40)
+        folder = run_dir(root, "image", experiment, 0)
+        folder.mkdir(parents=True)
+        with open(folder / "test_similarity.jsonl", "w") as handle:
+            for i, value in enumerate(similarity + noise - noise.mean()):
+                line = {"prompt": f"prompt {i // 4}", "repeat": i % 4, "similarity": value}
+                handle.write(json.dumps(line) + "\n")
+    table = build_summary(results, import_published({"image": FIXTURES}))
+    write_summary_files(table, root / "summary.parquet", root / "summary.csv")
+    return root
+
+
+def test_advise_image_task(image_results_dir, capsys):
+    code = main(["advise", "--task", "image", "--max-memory-gb", "20", "--n-boot", "300",
+                 "--summary", str(image_results_dir / "summary.csv")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.startswith("Task image (this run): Pareto-optimal methods within training memory")
+    assert "Similarity with 95% bootstrap intervals" in out
+    assert "over 40 test items (paired across methods)" in out
+    ranked = [line.split()[1] for line in out.splitlines() if line[:2] in ("1 ", "2 ")]
+    assert ranked == ["lora/r8", "oft/b16"]
+    assert "similarity [95% CI]" in out and "beyond noise" in out
+    assert "full-finetuning/all" in out  # over the budget, said in a note
+    assert "Reference: base/no-finetuning (no fine-tuning): similarity 0.300" in out
+
+
+def test_advise_image_task_published_and_without_items(image_results_dir, capsys):
+    code = main(["advise", "--task", "image", "--max-memory-gb", "20", "--n-boot", "100",
+                 "--source", "published", "--summary", str(image_results_dir / "summary.csv")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "oft/flux2-klein-default" in out
+    assert "seeds only (no per-item scores or intervals found)" in out
+    summary = read_summary(image_results_dir / "summary.csv")
+    frontier, _, _ = advise(summary, "image", 20, n_boot=100)
+    # Without per-image scores, each run's stored similarity interval is the noise.
+    assert set(frontier["noise"]) == {"normal"}

@@ -68,6 +68,9 @@ TRAINING_PARAMS = _files("training_params.json")
 EXPERIMENT_DIRS = sorted({p.parent for name in EXPERIMENT_FILES for p in _files(name)})
 
 
+IMAGE_ROOTS = {"image", "dreambooth-flux2-klein"}
+
+
 def test_metamathqa_root_has_experiments():
     assert METAMATHQA_ADAPTER_DIRS, f"no adapter configs found under {METAMATHQA_ROOT}"
     full_ft = METAMATHQA_ROOT / "full-finetuning" / "lr_0.00001"
@@ -86,7 +89,11 @@ def test_experiment_layout(exp_dir: Path):
 def test_adapter_config_loads(exp_dir: Path):
     config = PeftConfig.from_pretrained(str(exp_dir))
     assert config.peft_type is not None
-    assert config.task_type == "CAUSAL_LM"
+    root = exp_dir.relative_to(EXPERIMENTS).parts[0]
+    # A causal LM gets PeftModelForCausalLM; the image task's diffusers transformer must get no
+    # task type (a CAUSAL_LM wrapper would feed it token ids).
+    expected = None if root in IMAGE_ROOTS else "CAUSAL_LM"
+    assert config.task_type == expected
 
 
 @pytest.mark.parametrize("path", TRAINING_PARAMS, ids=lambda p: _rel(p.parent))

@@ -9,6 +9,7 @@ from peftbench.pareto import (
     non_dominated,
     pareto_mask,
     pareto_rank,
+    quality_frontier,
 )
 
 ACC_MEM = {"acc": "max", "mem": "min"}
@@ -285,3 +286,37 @@ def test_frontier_probability_failed_runs_and_errors():
         frontier_probability(df, {"mem": "min"})
     with pytest.raises(KeyError):
         frontier_probability(df, {"acc": "max", "absent": "min"})
+
+
+def test_quality_frontier_noise_fallback_follows_the_quality():
+    """An accuracy without items is binomial from test_n; a similarity (not a proportion,
+    though its test_n counts images) uses its stored interval, else no noise."""
+    df = pd.DataFrame(
+        {
+            "experiment": ["with-ci", "without-ci", "items"],
+            "similarity": [0.5, 0.6, 0.7],
+            "train_memory_gb": [1.0, 2.0, 3.0],
+            "test_n": [40, 40, 4],
+            "similarity_ci_low": [0.4, None, None],
+            "similarity_ci_high": [0.6, None, None],
+        }
+    )
+    objectives = {"similarity": "max", "train_memory_gb": "min"}
+    items = {2: np.array([0.6, 0.8, 0.6, 0.8])}
+    kwargs = {"n_boot": 2000, "seed": 0, "threshold": 0.95}
+    result = quality_frontier(df, objectives, "similarity", items, **kwargs)
+    result = result.set_index("experiment")
+    assert result["noise"].to_dict() == {
+        "with-ci": "normal",
+        "without-ci": "none",
+        "items": "items",
+    }
+    assert result.loc["with-ci", "similarity_high"] == pytest.approx(0.6, abs=0.02)
+    assert result.loc["without-ci", "similarity_low"] == 0.6
+    assert result.loc["items", "n_items"] == 4
+    accuracy = df.rename(columns={"similarity": "test_accuracy"})
+    result = quality_frontier(
+        accuracy, {"test_accuracy": "max", "train_memory_gb": "min"}, "test_accuracy", {},
+        **kwargs,
+    ).set_index("experiment")  # fmt: skip
+    assert set(result["noise"]) == {"binomial"}

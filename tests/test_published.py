@@ -50,7 +50,10 @@ def test_bad_files_are_warnings_naming_file_and_reason(imported):
     assert "dashboard-export.json: skipped, unknown format" in warnings
     assert "README.md: skipped, not a .json result file" in warnings
     # The image-generation file in the math folder is imported, under its own task, and said.
-    assert "oft--flux2-klein-default.json: result of task image-gen" in warnings
+    assert (
+        "oft--flux2-klein-default.json: result of task image in the published folder of task math; imported under task image"
+        in warnings
+    )
 
 
 def test_metamathqa_units_and_interval(imported):
@@ -91,7 +94,7 @@ def test_full_finetuning_and_cancelled(imported):
 
 def test_image_generation_format(imported):
     row = next(r for r in imported.rows if r["experiment"] == "oft/flux2-klein-default")
-    assert row["task"] == "image-gen" and row["family"] == "orthogonal"
+    assert row["task"] == "image" and row["family"] == "orthogonal"
     assert row["similarity"] == pytest.approx(0.7077637513478597)
     assert row["drift"] == pytest.approx(0.2619)
     assert row["test_accuracy"] is None and row["forgetting"] is None

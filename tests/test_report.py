@@ -4,6 +4,9 @@ One workflow run is shared by the module (copying the repository and running the
 takes about a minute). A published result named ``<script>alert(1)</script>`` checks that
 names and error texts are escaped everywhere in the report. The Chromium checks render the
 report and its chart page offline (``-m slow``; skipped without a ``chromium`` binary).
+
+The test profile runs the math task only; the image task's report (similarity charts, per-image
+bootstrap, sample grids) is built by ``rules/report.smk`` alone on stand-in result files.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from factories import make_base_result, make_result
+from PIL import Image
 from wfutil import copy_workflow, job_counts
 from wfutil import snakemake as run_snakemake
 
@@ -26,7 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "data" / "published"
 EVIL_NAME = "<script>alert(1)</script>"
 EVIL_ERROR = '<img src=x onerror="alert(2)"> </script><script>alert(3)</script>'
-EXTRA_CONFIG = "published: {math: published}\n"
+# The math task alone: the image task's report is tested below on stand-in results, without
+# its (slow on a CPU) training.
+EXTRA_CONFIG = "tasks: [math]\npublished: {math: published}\n"
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -133,7 +141,8 @@ def test_summary_tables(workflow_run: Path):
     assert ours.set_index("experiment").loc["lora/rank8-qv", "family"] == "lora-like"
     published = table[table["source"] == "published"]
     assert "lora/llama-3.2-3B-rank32" in set(published["experiment"])
-    assert "image-gen" in set(published["task"])
+    # The published image-generation file is imported under the image task.
+    assert "image" in set(published["task"]) and "image-gen" not in set(published["task"])
     csv = pd.read_csv(workflow_run / "results/summary.csv")
     assert csv["experiment"].tolist() == table["experiment"].tolist()
     log = (workflow_run / "logs/summary.log").read_text()
@@ -185,7 +194,7 @@ def test_rerun_nothing_and_published_edit_reruns_report_only(workflow_run: Path)
 
 
 def test_missing_published_folder_fails_early(workflow_run: Path):
-    (workflow_run / "extra.yaml").write_text("published: {math: no/such/folder}\n")
+    (workflow_run / "extra.yaml").write_text("tasks: [math]\npublished: {math: no/such/folder}\n")
     try:
         proc = snakemake(workflow_run, "-n")
     finally:
@@ -265,3 +274,115 @@ def test_chromium_renders_report_and_charts_offline(report, workflow_run: Path, 
     app = dom[dom.index('<div id="app">') :]
     assert "Pareto frontiers" in app and "Tables" in app
     assert "<script>alert(1)" not in dom
+
+
+# ---------------------------------------------------------------------------------------------
+# The image task's report, on stand-in run results (no training): rules/report.smk alone.
+# ---------------------------------------------------------------------------------------------
+
+IMAGE_SNAKEFILE = """
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+config.update({"tasks": ["image"], "seeds": [0], "published": {"image": "published"}})
+
+
+def run_results(task):
+    return sorted(str(p) for p in Path("results", task, "runs").glob("*/*/seed*/result.json"))
+
+
+rule all:
+    input:
+        "results/summary.parquet",
+        "results/environment.html",
+        expand(
+            "results/image/report/{page}",
+            page=["charts.html", "frontier.html", "configs.html", "samples.html"],
+        ),
+
+
+include: "rules/report.smk"
+"""
+IMAGE_RUNS = {"lora/r8": (0.70, 12), "oft/b16": (0.60, 8), "full-finetuning/all": (0.65, 30)}
+
+
+def write_image_runs(workdir: Path) -> None:
+    """Image-task result files with per-image similarity scores and sample grids."""
+    rng = np.random.default_rng(0)
+    runs = [make_base_result(task="image", similarity=0.3)]
+    for experiment, (similarity, memory_gb) in IMAGE_RUNS.items():
+        method, name = experiment.split("/")
+        runs.append(make_result(method, name, task="image", similarity=similarity,
+                                train_memory_peak_bytes=memory_gb * 10**9))  # fmt: skip
+    runs.append(make_result("ia3", "broken", task="image", status="failed"))
+    for result in runs:
+        folder = workdir / "results/image/runs" / result["experiment"] / f"seed{result['seed']}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps(result))
+        if result["status"] != "success":
+            continue  # a failed run leaves neither scores nor samples
+        Image.new("RGB", (64, 32), (200, 40, 40)).save(folder / "samples.png")
+        scores = result["metrics"]["similarity"] + rng.normal(0, 0.05, 40)
+        with open(folder / "test_similarity.jsonl", "w") as handle:
+            for i, value in enumerate(scores):
+                line = {"prompt": f"prompt {i // 2}", "repeat": i % 2, "similarity": value}
+                handle.write(json.dumps(line) + "\n")
+
+
+@pytest.fixture(scope="module")
+def image_workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("image-report"))
+    (workdir / "published").mkdir()
+    shutil.copy(FIXTURES / "oft--flux2-klein-default.json", workdir / "published")
+    (workdir / "image.smk").write_text(IMAGE_SNAKEFILE)
+    write_image_runs(workdir)
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "-s", "image.smk"]
+    for extra in ([], ["--report", "results/report.html"]):
+        proc = subprocess.run(
+            [*command, *extra], cwd=workdir, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return workdir
+
+
+def test_image_report_pages(image_workflow: Path):
+    text = (image_workflow / "results/report.html").read_text(encoding="utf-8")
+    entries = embedded_files(text)
+    assert {
+        "results/image/report/charts.html",
+        "results/image/report/frontier.html",
+        "results/image/report/learning_curves.svg",
+        "results/image/report/samples.html",
+    } <= set(entries)
+    samples = entries["results/image/report/samples.html"]
+    assert "sample images of every run" in samples["caption"]
+    assert "Samples" in re.search(r"var categories = (.*?);\s*</script>", text, re.S).group(1)
+    page = samples["content"].decode()
+    assert page.count('<img src="data:image/png;base64,') == 1 + len(IMAGE_RUNS)
+    assert "<h2>ia3/broken</h2>" in page and "No sample grid" in page
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page)
+    charts = entries["results/image/report/charts.html"]["content"].decode()
+    assert charts.count("vegaEmbed('#chart") == 5 and "Test similarity" in charts
+    assert "oft/flux2-klein-default" in charts  # the published FLUX.2 row, next to ours
+    frontier = pd.read_csv(image_workflow / "results/image/report/frontier.csv")
+    ours = frontier[(frontier["source"] == "this run") & (frontier["axis"] == "memory")]
+    # The per-image similarity scores drive the bootstrap; the frontier is on similarity.
+    assert set(ours.loc[ours["experiment"] != "ia3/broken", "noise"]) >= {"items"}
+    assert set(ours.loc[ours["on_frontier"], "experiment"]) == {"lora/r8", "oft/b16"}
+    assert "similarity_low" in frontier.columns
+    summary = pd.read_parquet(image_workflow / "results/summary.parquet")
+    assert set(summary["task"]) == {"image"}
+    assert set(summary.loc[summary["on_frontier"], "experiment"]) == {
+        "lora/r8", "oft/b16", "oft/flux2-klein-default",
+    }  # fmt: skip
+
+
+@pytest.mark.skipif(chromium() is None, reason="needs chromium (apt-get install -y chromium)")
+def test_chromium_renders_image_charts_and_samples(image_workflow: Path, tmp_path: Path):
+    folder = image_workflow / "results/image/report"
+    dom = render(folder / "charts.html", tmp_path)
+    assert dom.count('data-rendered="1"') == 5, dom[-3000:]
+    assert not re.search(r"<div[^>]*data-error=", dom)
+    dom = render(folder / "samples.html", tmp_path)
+    assert dom.count("<img") == 1 + len(IMAGE_RUNS)

@@ -1,12 +1,16 @@
 """Tests of the report charts and pages: layers, layouts, colours, and HTML escaping."""
 
+import base64
 import html
+import io
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from factories import make_base_result, make_result
+from PIL import Image
 
 from peftbench.charts import (
     charts_page_html,
@@ -17,6 +21,7 @@ from peftbench.charts import (
 )
 from peftbench.published import import_published
 from peftbench.report import (
+    chart_caption,
     configs_page,
     environment_page,
     experiment_frontier,
@@ -24,6 +29,7 @@ from peftbench.report import (
     html_table,
     legend_colors,
     multi_objective_table,
+    samples_page,
     summary_page,
     task_frontiers,
 )
@@ -236,3 +242,130 @@ def test_environment_page_groups_runs(published):
     page = environment_page(mixed, published, report_versions={"python": "3.11"})
     assert page.count("<h3>Environment") == 2 + 1  # two local environments, one published
     assert "NVIDIA L40S" in page and "0.20.0" in page
+
+
+# ---------------------------------------------------------------------------------------------
+# The image task: similarity frontiers with per-image scores, captions, sample grids
+# ---------------------------------------------------------------------------------------------
+
+N_IMAGES = 40
+
+
+def image_results():
+    rng = np.random.default_rng(0)
+    runs = [make_base_result(task="image", similarity=0.3, test_n=N_IMAGES)]
+    for method, name, similarity, memory in [
+        ("lora", "r8", 0.70, 10),
+        ("oft", "b16", 0.69, 8),
+        ("full-finetuning", "all", 0.50, 30),
+    ]:
+        runs.append(
+            make_result(
+                method, name, task="image", similarity=similarity, test_n=N_IMAGES,
+                train_memory_peak_bytes=memory * 10**9,
+                peft_type=None if method == "full-finetuning" else method.upper(),
+            )
+        )  # fmt: skip
+    runs.append(make_result("ia3", "broken", task="image", status="failed", error=EVIL_ERROR))
+    # Per-image similarity scores over the same 40 test images: a difficulty shared by every
+    # run plus the run's own noise, centred so that their mean is the run's similarity.
+    shared = rng.normal(0, 0.1, N_IMAGES)
+    items = {}
+    for run in runs:
+        if run["status"] == "success":
+            noise = shared + rng.normal(0, 0.05, N_IMAGES)
+            items[run["experiment"]] = run["metrics"]["similarity"] + noise - noise.mean()
+    return runs, items
+
+
+@pytest.fixture(scope="module")
+def image_summary(published):
+    return build_summary(image_results()[0], published)
+
+
+def test_image_frontier_resamples_per_image_similarity(image_summary):
+    _, vectors = image_results()
+    this_run = image_summary[image_summary["source"] == "this run"]
+    items = {label: vectors[e] for label, e in this_run["experiment"].items() if e in vectors}
+    frontiers = task_frontiers(image_summary, "image", items, n_boot=300)
+    memory = frontiers["memory"].set_index(["source", "experiment"])
+    ours = memory.loc["this run"]
+    assert ours.loc["lora/r8", "noise"] == "items" and ours.loc["lora/r8", "n_items"] == N_IMAGES
+    assert set(ours.index[ours["on_frontier"]]) == {"lora/r8", "oft/b16"}
+    # lora/r8 leads oft/b16 by about 0.01 on 40 images: within noise.
+    assert ours.loc["lora/r8", "next"] == "oft/b16" and bool(ours.loc["lora/r8", "within_noise"])
+    assert ours.loc["lora/r8", "similarity_low"] < 0.70 < ours.loc["lora/r8", "similarity_high"]
+    assert ours.loc["ia3/broken", "missing"] == "similarity,train_memory_gb"
+    # The published FLUX.2 row is in the image task, resampled on its own (no interval: none).
+    assert memory.loc[("published", "oft/flux2-klein-default"), "noise"] == "none"
+    # Without per-image scores the stored similarity interval is the noise model.
+    without = task_frontiers(image_summary, "image", n_boot=100)["memory"]
+    assert set(without.loc[without["source"] == "this run", "noise"]) == {"normal", "none"}
+    page = frontier_page("image", frontiers, multi_objective_table(image_summary, "image"))
+    assert_escaped(page)
+    assert "quality (similarity)" in page and "cosine similarity" in page
+    assert "drift" in page and "binomial from the accuracy" not in page
+    assert "Runs without per-item scores are resampled from their stored 95% interval" in page
+
+
+def test_image_multi_objective_table_uses_drift(image_summary):
+    table = multi_objective_table(image_summary, "image")
+    assert {"similarity", "drift"} <= set(table.columns)
+    assert "forgetting" not in table.columns and "test_accuracy" not in table.columns
+
+
+def test_image_captions_and_learning_curves(image_summary):
+    caption = chart_caption("memory", "image")
+    assert "image: mean cosine similarity" in caption and "exact-match" not in caption
+    assert "exact-match accuracy" in chart_caption("memory", "math")
+    assert "validation similarity" in chart_caption("curves", "image")
+    assert "validation accuracy" in chart_caption("curves", "math")
+    curves = curves_table(image_results()[0])
+    spec = learning_curves_chart(
+        curves, legend_colors(image_summary), "curves", validation_title="Validation similarity"
+    ).to_dict()
+    assert spec["hconcat"][1]["title"] == "Validation similarity"
+    rows = [row for rows in spec["datasets"].values() for row in rows]
+    assert {row["value"] for row in rows if row["metric"] == "validation"} == {0.61}
+    glossary = summary_page(image_summary)
+    assert "DINOv2-base CLS" in glossary and "small encoder trained by the workflow" in glossary
+
+
+def png_bytes(color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 4), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_samples_page_embeds_each_runs_grid(tmp_path):
+    results, _ = image_results()
+    evil = make_result("<script>alert(1)<", "script>", task="image")
+    runs = []
+    for number, result in enumerate([*results, evil]):
+        folder = tmp_path / f"run{number}"
+        folder.mkdir()
+        if result["status"] == "success":
+            (folder / "samples.png").write_bytes(png_bytes((number * 40, 0, 0)))
+        runs.append((result, folder))
+    # A file that is not a PNG is not embedded as one.
+    (runs[3][1] / "samples.png").write_text("<svg onload=alert(4)>")
+    math_run = (make_result("lora", "math-only"), tmp_path / "math")
+    page = samples_page("image", [*runs, math_run])
+    assert_escaped(page)
+    assert "alert(4)" not in page and "lora/math-only" not in page
+    assert not re.search(r"<(script|img)[^>]*\bsrc\s*=\s*[\"']?https?:", page)
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)"', page)
+    assert len(images) == 4  # base, lora/r8, oft/b16 and the evil name; not the failed run
+    decoded = Image.open(io.BytesIO(base64.b64decode(images[0][0])))
+    assert decoded.size == (8, 4) and decoded.getpixel((0, 0)) == (0, 0, 0)
+    assert images[0][1] == "base/no-finetuning · seed 0 · success: sample grid"
+    # Base model first, then by experiment; each with its seed, similarity and drift.
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert headings[0] == "base/no-finetuning" and headings[1] == html.escape(EVIL_NAME)
+    lora = page[page.index("<h2>lora/r8</h2>") :]
+    assert lora.startswith("<h2>lora/r8</h2>\n<figure><figcaption><b>seed 0 · success</b> · "
+                           "similarity 0.700 [0.680, 0.720], drift 0.050")  # fmt: skip
+    assert "full-finetuning/all" in page and "is not a PNG image; not shown." in page
+    assert "<h2>ia3/broken</h2>\n<figure><figcaption><b>seed 0 · failed</b>" in page
+    assert f"No sample grid: {html.escape(EVIL_ERROR)}" in page
+    assert page.count("<script>") == page.count("</script>") == 1

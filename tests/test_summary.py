@@ -104,7 +104,7 @@ def test_build_summary_columns_sources_and_frontiers():
         "oft/b16",
         "miss/llama-3.2-3B-default",
     }
-    image = table[table["task"] == "image-gen"].iloc[0]
+    image = table[table["task"] == "image"].iloc[0]
     assert image["on_frontier"] and image["similarity"] == pytest.approx(0.70776, abs=1e-5)
     # Order: task, this run before published, base first, then quality descending.
     math_rows = table[table["task"] == "math"]
@@ -185,3 +185,61 @@ def test_curves_table():
     assert lora[lora["metric"] == "train loss"]["value"].tolist() == [1.2, 0.85]
     assert (curves["source"] == "published").any()
     assert pd.api.types.is_float_dtype(curves["value"])
+
+
+def image_results():
+    return [
+        make_base_result(task="image", similarity=0.3),
+        make_result("lora", "r8", task="image", similarity=0.70, train_memory_peak_bytes=10**10),
+        make_result("oft", "b16", task="image", similarity=0.60, train_memory_peak_bytes=8 * 10**9),
+        make_result("full-finetuning", "all", task="image", peft_type=None, similarity=0.65,
+                    train_memory_peak_bytes=30 * 10**9),
+    ]  # fmt: skip
+
+
+def test_build_summary_math_and_image_tasks_with_published_image_rows():
+    published = import_published({"math": FIXTURES})
+    table = build_summary([*local_results(), *image_results()], published)
+    assert list(table.columns) == CROSS_TASK_COLUMNS
+    # similarity and drift are summary columns, each listed once.
+    assert CROSS_TASK_COLUMNS.count("similarity") == 1 and CROSS_TASK_COLUMNS.count("drift") == 1
+    image = table[table["task"] == "image"]
+    # The published FLUX.2 row is imported under our image task, next to this run's rows.
+    assert set(image["source"]) == {"this run", "published"}
+    assert "image-gen" not in set(table["task"])
+    ours = image[image["source"] == "this run"]
+    assert ours["experiment"].tolist() == [
+        "base/no-finetuning", "lora/r8", "full-finetuning/all", "oft/b16",
+    ]  # fmt: skip
+    assert set(ours.loc[ours["on_frontier"], "experiment"]) == {"lora/r8", "oft/b16"}
+    flux = image[image["source"] == "published"].iloc[0]
+    assert flux["experiment"] == "oft/flux2-klein-default" and flux["on_frontier"]
+    # The math frontier still uses test accuracy.
+    math = table[(table["task"] == "math") & (table["source"] == "this run")]
+    assert set(math.loc[math["on_frontier"], "experiment"]) == {"lora/r8", "oft/b16"}
+
+
+def write_similarity(folder: Path, values: list[float]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "test_similarity.jsonl", "w") as handle:
+        for i, value in enumerate(values):
+            handle.write(json.dumps({"prompt": f"p{i // 2}", "repeat": i % 2, "similarity": value}))
+            handle.write("\n")
+
+
+def test_item_scores_reads_per_image_similarity(tmp_path):
+    write_similarity(tmp_path / "run", [0.5, 0.25, 0.75])
+    assert item_scores(tmp_path / "run").tolist() == [0.5, 0.25, 0.75]
+    table = build_summary(image_results())
+    write_similarity(run_dir(tmp_path, "image", "oft/b16", 0), [0.1, 0.9])
+    scores = table_item_scores(table, tmp_path)
+    (label,) = scores
+    assert table.loc[label, "experiment"] == "oft/b16"
+    assert scores[label].tolist() == [0.1, 0.9]
+
+
+def test_curves_table_image_validation_similarity():
+    curves = curves_table(image_results()[1:2])
+    validation = curves[curves["metric"] == "validation"]
+    assert validation["value"].tolist() == [0.61] and set(curves["task"]) == {"image"}
+    assert curves[curves["metric"] == "train loss"]["value"].tolist() == [1.2, 0.85]

@@ -52,6 +52,67 @@ def test_end_to_end_outputs(workflow_run: Path) -> None:
     assert (adapter / "adapter_model.safetensors").exists()
 
 
+def test_image_task_end_to_end(workflow_run: Path) -> None:
+    summary = pd.read_csv(workflow_run / "results/image/summary.csv")
+    assert set(summary["experiment"]) == {
+        "base/no-finetuning",
+        "lora/rank4",
+        "full-finetuning/lr_0.0005",
+    }
+    assert (summary["status"] == "success").all(), summary[["experiment", "error"]]
+    base = summary.set_index("experiment").loc["base/no-finetuning"]
+    assert base["trainable_params"] == 0 and base["drift"] == 0
+    for experiment in ["lora/rank4", "full-finetuning/lr_0.0005"]:
+        row = summary.set_index("experiment").loc[experiment]
+        assert -1 <= row["similarity_ci_low"] <= row["similarity"] <= row["similarity_ci_high"] <= 1
+        # Training changed the model: its images of unrelated prompts differ from the base's.
+        assert 0 < row["drift"] <= 1
+        assert row["train_memory_gb"] > 0 and row["trainable_params"] > 0
+    run = workflow_run / "results/image/runs/lora/rank4/seed0"
+    result = json.loads((run / "result.json").read_text())
+    assert result["task"] == "image" and result["peft_config"]["peft_type"] == "LORA"
+    assert result["provenance"]["encoder_hash"] and result["provenance"]["base_model_hash"]
+    # 3 test prompts x test_repeats 2, each scored against its reference image.
+    scores = [json.loads(line) for line in (run / "test_similarity.jsonl").read_text().splitlines()]
+    assert len(scores) == 6 and {s["repeat"] for s in scores} == {0, 1}
+    assert (run / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p["step"] for p in result["curves"]["valid_similarity"]] == [2, 4]
+    assert (workflow_run / "results/image/pareto.png").exists()
+    assert (workflow_run / "results/image/report/samples.html").exists()
+
+
+def test_each_task_runs_alone(workflow_run: Path) -> None:
+    shutil.rmtree(workflow_run / "results/image/runs/lora")
+    proc = snakemake(workflow_run, "-n", "--config", "tasks=[math]")
+    assert proc.returncode == 0, proc.stderr
+    # Only the cross-task summary and report (their inputs changed) may rerun, no training.
+    counts = job_counts(proc.stdout)
+    assert not any(r.startswith(("image", "math")) for r in counts), proc.stdout
+    proc = snakemake(workflow_run, "-n", "--config", "tasks=[image]")
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout)
+    assert counts.get("image_train") == 1 and not any(r.startswith("math") for r in counts)
+    proc = snakemake(workflow_run, "--config", "tasks=[image]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_editing_one_image_experiment_reruns_only_it(workflow_run: Path) -> None:
+    config_path = workflow_run / "experiments/image/lora/rank4/adapter_config.json"
+    original = config_path.read_text()
+    cfg = json.loads(original)
+    cfg["lora_alpha"] = cfg["lora_alpha"] * 2
+    config_path.write_text(json.dumps(cfg, indent=2))
+    try:
+        proc = snakemake(workflow_run, "-n")
+    finally:
+        config_path.write_text(original)
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout)
+    assert counts.get("image_train") == 1 and counts.get("image_aggregate") == 1, proc.stdout
+    assert not {"image_base_model", "image_encoder", "image_prepare_data"} & set(counts)
+    assert not any(rule.startswith("math") for rule in counts)
+
+
 def test_rerun_schedules_nothing(workflow_run: Path) -> None:
     proc = snakemake(workflow_run, "-n")
     assert proc.returncode == 0, proc.stderr
@@ -105,7 +166,8 @@ def test_failed_experiment_next_to_a_good_one(tmp_path: Path) -> None:
         ' "target_modules": ["q_proj", "v_proj"]}'
     )
     proc = snakemake(
-        tmp_path, extra_config=f"math: {{experiments_dir: {root}}}\nselect: {{math: []}}\n"
+        tmp_path,
+        extra_config=f"tasks: [math]\nmath: {{experiments_dir: {root}}}\nselect: {{math: []}}\n",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(tmp_path / "results/math/summary.csv").set_index("experiment")

@@ -1,0 +1,24 @@
+"""Snakemake entry point (rule report_samples): one task's page of embedded sample grids.
+
+The inputs are the runs' result.json files; each run's ``samples.png`` sits next to its
+result.json and is read when present (a failed run has none, so it cannot be an input).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+from peftbench.aggregate import load_results  # noqa: E402
+from peftbench.io import atomic_path  # noqa: E402
+from peftbench.report import samples_page  # noqa: E402
+from peftbench.workflow import redirect_log  # noqa: E402
+
+sm = snakemake  # noqa: F821
+redirect_log(sm)
+task = sm.wildcards.task
+results = load_results(sm.input.results)
+runs = [(result, Path(path).parent) for result, path in zip(results, sm.input.results, strict=True)]
+with atomic_path(sm.output.page) as tmp:
+    tmp.write_text(samples_page(task, runs), encoding="utf-8")
+print(f"{task}: sample grids of {len(results)} runs -> {sm.output.page}")

@@ -1,0 +1,175 @@
+"""The image task's own code on a tiny embedded setup: the flow-matching pieces, the embedded
+base model's save/reload round trip, the similarity encoder, and real fine-tuning runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from peftbench import shapes
+from peftbench.config import deep_merge
+from peftbench.diffusion import (
+    PixelCodec,
+    generate,
+    load_image_model,
+    pack,
+    to_pixels,
+    to_uint8,
+    unpack,
+)
+from peftbench.embedded_diffusion import build_embedded_image_base
+from peftbench.image_data import prepare_data
+from peftbench.image_task import bootstrap_ci, run_experiment
+from peftbench.similarity import SimilarityEncoder, separation, train_embedded_encoder
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = deep_merge(
+    yaml.safe_load((REPO / "config/config.yaml").read_text()),
+    yaml.safe_load((REPO / "config/test.yaml").read_text()),
+)["image"]
+TIMING = {"train_memory_peak_bytes", "train_memory_allocated_peak_bytes", "eval_memory_peak_bytes",
+          "eval_memory_allocated_peak_bytes", "train_time_s", "eval_time_s", "generation_time_s"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prepared data, a tiny pretrained base model and a tiny encoder (a few seconds)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("tiny_image")
+    prepare_data(CONFIG["data"], root / "data")
+    build_embedded_image_base(CONFIG["base_model"]["embedded"], root / "base", 1)
+    train_embedded_encoder(CONFIG["encoder"]["embedded"], root / "encoder", 1, progress=False)
+    return root
+
+
+def run(tiny: Path, experiment: str, out: str, exp_dir: Path | None = None, seed: int = 0,
+        **overrides: object) -> dict:  # fmt: skip
+    method, name = experiment.split("/")
+    if exp_dir is None and method != "base":
+        exp_dir = REPO / "experiments/image" / experiment
+    return run_experiment(
+        task="image", method=method, name=name, seed=seed, exp_dir=exp_dir,
+        params={**CONFIG["training"], **overrides}, model_cfg=CONFIG["base_model"],
+        encoder_cfg=CONFIG["encoder"], base_dir=tiny / "base", encoder_dir=tiny / "encoder",
+        data_dir=tiny / "data", out_dir=tiny / out, threads=1, progress=False,
+    )  # fmt: skip
+
+
+def test_pixels_and_tokens_round_trip() -> None:
+    images = shapes.pretraining_set(3, 0, 32)[0]
+    pixels = to_pixels(images, torch.device("cpu"), torch.float32)
+    assert pixels.min() >= -1 and pixels.max() <= 1
+    assert np.array_equal(to_uint8(pixels), images)
+    codec = PixelCodec(4)
+    latents = codec.encode(pixels)
+    assert latents.shape == (3, 48, 8, 8)
+    assert torch.equal(codec.decode(latents), pixels)
+    assert torch.equal(unpack(pack(latents), 8, 8), latents)
+    # Token i*8+j is the patch at row i, column j (row-major, as the FLUX.2 position ids say).
+    assert torch.equal(pack(latents)[:, 8 * 2 + 5], latents[:, :, 2, 5])
+
+
+def test_bootstrap_interval_contains_the_mean() -> None:
+    values = np.random.default_rng(0).normal(0.5, 0.1, 200)
+    low, high = bootstrap_ci(values)
+    assert low < values.mean() < high and high - low < 0.05
+    assert bootstrap_ci(np.full(10, 0.3)) == pytest.approx((0.3, 0.3))
+
+
+def test_base_model_reloads_through_from_pretrained(tiny_image: Path) -> None:
+    info = json.loads((tiny_image / "base/pretraining.json").read_text())
+    assert info["loss_curve"][-1]["loss"] < info["loss_curve"][0]["loss"]
+    a, identity_a = load_image_model(CONFIG["base_model"], tiny_image / "base",
+                                     torch.device("cpu"), torch.float32)  # fmt: skip
+    b, identity_b = load_image_model(CONFIG["base_model"], tiny_image / "base",
+                                     torch.device("cpu"), torch.float32)  # fmt: skip
+    assert identity_a == identity_b
+    prompts = ["a red circle on a navy background", "a photo of sks object", ""]
+    embeds = a.encode_prompts(prompts)
+    assert embeds.shape == (3, CONFIG["base_model"]["embedded"]["max_sequence_length"], 64)
+    assert torch.equal(embeds, b.encode_prompts(prompts))
+    # The same noise gives the same images; other noise, other images.
+    negative = a.encode_prompts([""])
+    first = generate(a, embeds, negative, torch.Generator().manual_seed(1), 3, 3.0)
+    again = generate(b, embeds, negative, torch.Generator().manual_seed(1), 3, 3.0)
+    other = generate(a, embeds, negative, torch.Generator().manual_seed(2), 3, 3.0)
+    assert first.shape == (3, 3, 32, 32)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_similarity_encoder_separates_the_concept(tmp_path: Path) -> None:
+    """Trained briefly, the encoder already scores real concept images far above other images;
+    an untrained one of the same shape does not."""
+    cfg = {**CONFIG["encoder"]["embedded"], "num_images": 1500, "max_steps": 80, "batch_size": 32,
+           "architecture": {**CONFIG["encoder"]["embedded"]["architecture"], "hidden_size": 48}}  # fmt: skip
+    info = train_embedded_encoder(cfg, tmp_path / "trained", 1, progress=False)
+    trained = info["separation"]
+    assert trained["concept_vs_concept"] - trained["other_vs_concept"] > 0.3, trained
+    # Same architecture, no training steps: the margin is the encoder's doing.
+    untrained_cfg = {**cfg, "max_steps": 1, "lr": 1e-9}
+    train_embedded_encoder(untrained_cfg, tmp_path / "untrained", 1, progress=False)
+    encoder = SimilarityEncoder(str(tmp_path / "untrained"), None, torch.device("cpu"))
+    untrained = separation(encoder, cfg["seed"] + 1000, cfg["resolution"])
+    margin = trained["concept_vs_concept"] - trained["other_vs_concept"]
+    assert margin > untrained["concept_vs_concept"] - untrained["other_vs_concept"] + 0.1
+
+
+def test_lora_fine_tuning_run(tiny_image: Path) -> None:
+    result = run(tiny_image, "lora/rank4", "lora")
+    assert result["status"] == "success", result["error"]
+    m = result["metrics"]
+    assert result["peft_config"]["peft_type"] == "LORA"
+    assert 0 < m["trainable_params"] < m["total_params"]
+    assert m["train_steps"] == CONFIG["training"]["max_steps"]
+    assert m["train_samples"] == m["train_steps"] * CONFIG["training"]["batch_size"]
+    assert -1 <= m["similarity_ci_low"] <= m["similarity"] <= m["similarity_ci_high"] <= 1
+    assert m["test_n"] == 3 * CONFIG["training"]["test_repeats"]
+    assert 0 < m["drift"] <= 1  # the adapter changed what the model draws
+    assert m["file_size_bytes"] > 0 and m["train_memory_peak_bytes"] >= 0
+    assert m["test_accuracy"] is None and m["forgetting"] is None  # math-only metrics
+    assert (tiny_image / "lora/adapter/adapter_model.safetensors").exists()
+    # Same seed, same numbers (timing and memory aside); the base reference has zero drift.
+    again = run(tiny_image, "lora/rank4", "lora-again")
+    assert {k: v for k, v in again["metrics"].items() if k not in TIMING} == {
+        k: v for k, v in m.items() if k not in TIMING
+    }
+    base = run(tiny_image, "base/no-finetuning", "base")
+    assert base["status"] == "success" and base["metrics"]["drift"] == 0.0
+    assert base["metrics"]["trainable_params"] == 0
+
+
+def test_a_broken_experiment_fails_alone(tiny_image: Path, tmp_path: Path) -> None:
+    exp_dir = tmp_path / "lora/missing"
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["no_such_module"]})
+    )
+    result = run(tiny_image, "lora/missing", "missing", exp_dir=exp_dir)
+    assert result["status"] == "failed" and "no_such_module" in result["error"]
+    written = json.loads((tiny_image / "missing/result.json").read_text())
+    assert written["status"] == "failed" and written["metrics"]["similarity"] is None
+
+
+def test_image_experiments_are_checked_against_the_architecture(tmp_path: Path) -> None:
+    from peftbench.experiments import discover
+    from peftbench.validate import validate_task
+
+    full = yaml.safe_load((REPO / "config/config.yaml").read_text())["image"]
+    assert validate_task(full, discover(REPO / "experiments/image"), "image") == []
+    target = "^single_transformer_blocks\\.\\d+\\.attn\\.to_out$"
+    bad = {
+        "boft/block7": {"peft_type": "BOFT", "boft_block_size": 7, "target_modules": target},
+        "lora/missing": {"peft_type": "LORA", "r": 4, "target_modules": ["no_such_module"]},
+    }
+    for name, adapter in bad.items():
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "adapter_config.json").write_text(json.dumps(adapter))
+    problems = validate_task({**full, "experiments_dir": str(tmp_path)}, sorted(bad), "image")
+    assert len(problems) == 2, problems
+    assert str(tmp_path / "boft/block7/adapter_config.json") in problems[0]
+    assert "no_such_module" in problems[1] and "lora/missing/adapter_config.json" in problems[1]
