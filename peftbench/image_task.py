@@ -18,10 +18,8 @@ Differences from the published benchmark, on purpose (see README):
 from __future__ import annotations
 
 import gc
-import json
 import shutil
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from peftbench.config import canonical_hash
 from peftbench.diffusion import (
     ImageModel,
     codec_on_device,
@@ -40,19 +37,19 @@ from peftbench.diffusion import (
     to_uint8,
 )
 from peftbench.image_data import data_hash, load_images, load_manifest
-from peftbench.io import atomic_path, write_json, write_jsonl
+from peftbench.io import atomic_path, write_jsonl
 from peftbench.memory import MemoryTracker
-from peftbench.provenance import code_revision, hardware, now, package_versions
 from peftbench.runs import (
     BASE_METHOD,
     EMPTY_METRICS,
     count_params,
-    pick_device,
+    finish_run,
+    start_run,
     torch_dtype,
     wrap_peft,
 )
 from peftbench.similarity import load_encoder
-from peftbench.train import NonFiniteLossError, make_optimizer, make_scheduler
+from peftbench.train import NonFiniteLossError, Updater, make_optimizer, make_scheduler
 
 #: Seeds of the evaluation noise: test, validation and sample images share one stream, drift
 #: images have their own, so base and fine-tuned images pair up. They are the published
@@ -120,57 +117,19 @@ def run_experiment(
     threads: int,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (unless this is the base reference) and evaluate one experiment; write result.json.
+    """Train (unless this is the base reference) and evaluate one experiment; write result.json
+    (a failure is recorded there, see :func:`peftbench.runs.finish_run`)."""
+    result, device = start_run(
+        task=task, method=method, name=name, seed=seed, exp_dir=exp_dir, params=params,
+        threads=threads, data_hash=data_hash(data_dir), metrics={**EMPTY_METRICS, **IMAGE_METRICS},
+        curves={"train_loss": [], "valid_similarity": []}, provenance={"encoder_hash": None},
+    )  # fmt: skip
 
-    A failure inside the run is recorded (``status: failed`` and the error) instead of raised,
-    so one broken method never stops the others.
-    """
-    from transformers import set_seed
-
-    torch.set_num_threads(threads)
-    set_seed(seed)
-    device = pick_device()
-    adapter_path = exp_dir / "adapter_config.json" if exp_dir else None
-    adapter_cfg = json.loads(adapter_path.read_text()) if adapter_path and adapter_path.exists() else None  # fmt: skip
-    metrics = {**EMPTY_METRICS, **IMAGE_METRICS}
-    result: dict[str, Any] = {
-        "schema_version": 1,
-        "task": task,
-        "experiment": f"{method}/{name}",
-        "method": method,
-        "name": name,
-        "seed": seed,
-        "status": "failed",
-        "error": None,
-        "config": params,
-        "peft_config": None,
-        "metrics": metrics,
-        "curves": {"train_loss": [], "valid_similarity": []},
-        "provenance": {
-            "created_at": now(),
-            "config_hash": canonical_hash({"config": params, "adapter_config": adapter_cfg}),
-            "data_hash": data_hash(data_dir),
-            "base_model_hash": None,
-            "encoder_hash": None,
-            "code_revision": code_revision(),
-            "packages": package_versions(),
-            "hardware": hardware(device),
-            "device": str(device),
-        },
-    }
-    try:
+    def body() -> None:
         _run(result, exp_dir, params, model_cfg, encoder_cfg, base_dir, encoder_dir, data_dir,
              out_dir, seed, device, progress)  # fmt: skip
-        result["status"] = "success"
-    except Exception as exc:  # noqa: BLE001 - any failure is data for the benchmark
-        result["error"] = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
-    finally:
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    write_json(out_dir / "result.json", result)
-    return result
+
+    return finish_run(result, body, out_dir, device)
 
 
 def _run(result: dict, exp_dir: Path | None, params: dict, model_cfg: dict, encoder_cfg: dict,
@@ -287,12 +246,9 @@ def _train(model: ImageModel, latents: torch.Tensor, embeds: torch.Tensor, param
            validate: Any, progress: bool) -> None:  # fmt: skip
     """Fine-tune ``model.transformer`` on the cached instance latents; fills metrics and curves."""
     transformer = model.transformer
-    device = tracker.device
     optimizer = make_optimizer(transformer, params)
     scheduler = make_scheduler(optimizer, params)
-    trainable = [p for p in transformer.parameters() if p.requires_grad]
-    # AdaLoRA (and AdaMSS) reallocate ranks between steps; PEFT exposes that as update_and_allocate.
-    update_and_allocate = getattr(getattr(transformer, "base_model", None), "update_and_allocate", None)  # fmt: skip
+    update = Updater(transformer, optimizer, scheduler, params)
     generator = torch.Generator().manual_seed(seed)
     n, batch, steps = len(latents), params["batch_size"], params["max_steps"]
     # Every image once per pass, in a new order each pass (the published benchmark's sampler).
@@ -315,15 +271,7 @@ def _train(model: ImageModel, latents: torch.Tensor, embeds: torch.Tensor, param
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {loss.item()} at step {step}")
         loss.backward()
-        if params["grad_norm_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, params["grad_norm_clip"])
-        optimizer.step()
-        scheduler.step()
-        if update_and_allocate is not None:
-            update_and_allocate(step)
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        update(step)
         train_time += time.perf_counter() - t0
         window.append(loss.item())
         if step % params["log_steps"] == 0 or step == steps:

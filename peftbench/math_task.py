@@ -5,28 +5,25 @@ Data preparation is in ``math_data``; the embedded base model in ``embedded_lm``
 
 from __future__ import annotations
 
-import gc
-import json
 import shutil
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from peftbench import answers
-from peftbench.config import canonical_hash, file_hash
+from peftbench.config import file_hash
 from peftbench.evaluate import greedy_generate, heldout_loss
-from peftbench.io import read_jsonl, write_json, write_jsonl
+from peftbench.io import read_jsonl, write_jsonl
 from peftbench.math_data import data_hash
 from peftbench.memory import MemoryTracker
-from peftbench.provenance import code_revision, hardware, now, package_versions
 from peftbench.runs import (
     BASE_METHOD,
     EMPTY_METRICS,
     count_params,
-    pick_device,
+    finish_run,
+    start_run,
     torch_dtype,
     wrap_peft,
 )
@@ -103,62 +100,18 @@ def run_experiment(
     threads: int,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (unless this is the base reference) and evaluate one experiment; write result.json.
+    """Train (unless this is the base reference) and evaluate one experiment; write result.json
+    (a failure is recorded there, see :func:`peftbench.runs.finish_run`)."""
+    result, device = start_run(
+        task=task, method=method, name=name, seed=seed, exp_dir=exp_dir, params=params,
+        threads=threads, data_hash=data_hash(data_dir), metrics=dict(EMPTY_METRICS),
+        curves={"train_loss": [], "valid_accuracy": []},
+    )  # fmt: skip
 
-    Any exception inside the run is recorded as ``status: failed`` with its message, so one broken
-    method never stops the others; the caller exits 0 and aggregation shows the failed row.
-    """
-    from transformers import set_seed
+    def body() -> None:
+        _run(result, exp_dir, params, model_cfg, base_dir, data_dir, out_dir, seed, device, progress)  # fmt: skip
 
-    torch.set_num_threads(threads)
-    set_seed(seed)
-    device = pick_device()
-    adapter_cfg_path = exp_dir / "adapter_config.json" if exp_dir else None
-    adapter_cfg = (
-        json.loads(adapter_cfg_path.read_text())
-        if adapter_cfg_path and adapter_cfg_path.exists()
-        else None
-    )
-    metrics = dict(EMPTY_METRICS)
-    curves: dict[str, list] = {"train_loss": [], "valid_accuracy": []}
-    result: dict[str, Any] = {
-        "schema_version": 1,
-        "task": task,
-        "experiment": f"{method}/{name}",
-        "method": method,
-        "name": name,
-        "seed": seed,
-        "status": "failed",
-        "error": None,
-        "config": params,
-        "peft_config": None,
-        "metrics": metrics,
-        "curves": curves,
-        "provenance": {
-            "created_at": now(),
-            "config_hash": canonical_hash({"config": params, "adapter_config": adapter_cfg}),
-            "data_hash": data_hash(data_dir),
-            "base_model_hash": None,
-            "code_revision": code_revision(),
-            "packages": package_versions(),
-            "hardware": hardware(device),
-            "device": str(device),
-        },
-    }
-    try:
-        _run(
-            result, exp_dir, params, model_cfg, base_dir, data_dir, out_dir, seed, device, progress
-        )
-        result["status"] = "success"
-    except Exception as exc:  # noqa: BLE001 - any failure is data for the benchmark
-        result["error"] = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
-    finally:
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    write_json(out_dir / "result.json", result)
-    return result
+    return finish_run(result, body, out_dir, device)
 
 
 def _run(

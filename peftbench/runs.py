@@ -3,11 +3,18 @@ and the metric keys every result file has (``peftbench/schemas/result.schema.jso
 
 from __future__ import annotations
 
+import gc
 import json
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from peftbench.config import canonical_hash
+from peftbench.io import write_json
+from peftbench.provenance import code_revision, hardware, now, package_versions
 
 BASE_METHOD, BASE_NAME = "base", "no-finetuning"
 
@@ -83,3 +90,65 @@ EMPTY_METRICS = dict.fromkeys(
         "forgetting",
     ]
 )
+
+
+def start_run(*, task: str, method: str, name: str, seed: int, exp_dir: Path | None,
+              params: dict[str, Any], threads: int, data_hash: str, metrics: dict[str, Any],
+              curves: dict[str, list], provenance: dict[str, Any] | None = None,
+              ) -> tuple[dict[str, Any], torch.device]:  # fmt: skip
+    """Seed and threads set, the device picked, and the result skeleton of one run (status
+    ``failed`` until :func:`finish_run` sees the run through)."""
+    from transformers import set_seed
+
+    torch.set_num_threads(threads)
+    set_seed(seed)
+    device = pick_device()
+    adapter_path = exp_dir / "adapter_config.json" if exp_dir else None
+    adapter_cfg = json.loads(adapter_path.read_text()) if adapter_path and adapter_path.exists() else None  # fmt: skip
+    result: dict[str, Any] = {
+        "schema_version": 1,
+        "task": task,
+        "experiment": f"{method}/{name}",
+        "method": method,
+        "name": name,
+        "seed": seed,
+        "status": "failed",
+        "error": None,
+        "config": params,
+        "peft_config": None,
+        "metrics": metrics,
+        "curves": curves,
+        "provenance": {
+            "created_at": now(),
+            "config_hash": canonical_hash({"config": params, "adapter_config": adapter_cfg}),
+            "data_hash": data_hash,
+            "base_model_hash": None,
+            **(provenance or {}),
+            "code_revision": code_revision(),
+            "packages": package_versions(),
+            "hardware": hardware(device),
+            "device": str(device),
+        },
+    }
+    return result, device
+
+
+def finish_run(result: dict[str, Any], body: Callable[[], None], out_dir: Path,
+               device: torch.device) -> dict[str, Any]:  # fmt: skip
+    """Run ``body`` and write ``result.json`` whatever happens.
+
+    Any exception inside the run is recorded as ``status: failed`` with its message, so one broken
+    method never stops the others; the caller exits 0 and aggregation shows the failed row.
+    """
+    try:
+        body()
+        result["status"] = "success"
+    except Exception as exc:  # noqa: BLE001 - any failure is data for the benchmark
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    write_json(out_dir / "result.json", result)
+    return result

@@ -110,6 +110,30 @@ def make_scheduler(optimizer: torch.optim.Optimizer, params: dict[str, Any]) -> 
     return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
+class Updater:
+    """One optimizer update after the gradients of a step are in, shared by every task's loop:
+    clip, step optimizer and schedule, let AdaLoRA (or AdaMSS) reallocate ranks (PEFT exposes
+    that as ``update_and_allocate``), clear gradients, and on CUDA wait for the GPU so that step
+    timings are real."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: Any, scheduler: Any, params: dict[str, Any]) -> None:  # fmt: skip
+        self.optimizer, self.scheduler, self.clip = optimizer, scheduler, params["grad_norm_clip"]
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.allocate = getattr(getattr(model, "base_model", None), "update_and_allocate", None)
+        self.device = self.trainable[0].device if self.trainable else torch.device("cpu")
+
+    def __call__(self, step: int) -> None:
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.allocate is not None:
+            self.allocate(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
 @dataclass
 class TrainStats:
     steps: int = 0
@@ -146,10 +170,7 @@ def train(
     batches = batch_stream(
         [len(e["input_ids"]) for e in examples], params["batch_size"], params["bucket_factor"], seed
     )
-    # AdaLoRA (and AdaMSS) reallocate ranks between steps; PEFT exposes that as update_and_allocate.
-    base = getattr(model, "base_model", None)
-    update_and_allocate = getattr(base, "update_and_allocate", None)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    update = Updater(model, optimizer, scheduler, params)
     stats, window, first = TrainStats(), [], 1
     every = params.get("checkpoint_steps", 0) if checkpoint_dir is not None else 0
     if every and (Path(checkpoint_dir) / CHECKPOINT).exists():
@@ -177,15 +198,7 @@ def train(
             (loss / accum).backward()
             window.append(loss.item())
             stats.tokens += int(batch["attention_mask"].sum())
-        if params["grad_norm_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, params["grad_norm_clip"])
-        optimizer.step()
-        scheduler.step()
-        if update_and_allocate is not None:
-            update_and_allocate(step)
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        update(step)
         stats.train_time_s += time.perf_counter() - t0
         stats.steps = step
         if step % params["log_steps"] == 0 or step == params["max_steps"]:

@@ -80,7 +80,7 @@ rule image_train:
         code=code_hash("image_train"),
         libraries=library_versions(),
     script:
-        "../scripts/train_image_experiment.py"
+        "../scripts/train_experiment.py"
 
 
 rule image_aggregate:
