@@ -50,9 +50,6 @@ TASK_METRICS: dict[str, TaskMetrics] = {
     "image": TaskMetrics("similarity", "drift", "valid_similarity", "similarity"),
 }
 
-#: Headline quality column of each task (higher is better).
-QUALITY_COLUMNS: dict[str, str] = {task: m.quality for task, m in TASK_METRICS.items()}
-
 
 def task_metrics(task: str) -> TaskMetrics:
     """The :class:`TaskMetrics` of ``task`` (math's for a task not in :data:`TASK_METRICS`)."""

@@ -196,8 +196,9 @@ def text_ids(embeds: torch.Tensor) -> torch.Tensor:
 
 
 def predict(transformer: Any, tokens: torch.Tensor, sigma: torch.Tensor, embeds: torch.Tensor,
-            h: int, w: int) -> torch.Tensor:  # fmt: skip
-    """The transformer's velocity for noisy tokens at noise levels ``sigma`` (B,) in [0, 1]."""
+            txt_ids: torch.Tensor, img_ids: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """The transformer's velocity for noisy tokens at noise levels ``sigma`` (B,) in [0, 1];
+    ``txt_ids``/``img_ids`` are the positions of :func:`text_ids` and :func:`image_ids`."""
     guidance = None
     if transformer.config.guidance_embeds:
         guidance = torch.full_like(sigma, 1.0)
@@ -206,8 +207,8 @@ def predict(transformer: Any, tokens: torch.Tensor, sigma: torch.Tensor, embeds:
         timestep=sigma.to(tokens.dtype),
         guidance=guidance,
         encoder_hidden_states=embeds,
-        txt_ids=text_ids(embeds),
-        img_ids=image_ids(tokens.shape[0], h, w, tokens.device),
+        txt_ids=txt_ids,
+        img_ids=img_ids,
         return_dict=False,
     )[0]
     return out[:, : tokens.shape[1]]
@@ -226,7 +227,8 @@ def flow_matching_loss(
     sigma = torch.rand(b, generator=generator).to(latents.device, latents.dtype)
     s = sigma.view(b, 1, 1, 1)
     noisy = (1 - s) * latents + s * noise
-    pred = predict(transformer, pack(noisy), sigma, embeds, h, w)
+    ids = image_ids(b, h, w, latents.device)
+    pred = predict(transformer, pack(noisy), sigma, embeds, text_ids(embeds), ids)
     target = pack(noise - latents)
     return F.mse_loss(pred.float(), target.float())
 
@@ -271,11 +273,14 @@ def generate(
     if use_cfg:
         negative = negative.expand(b, -1, -1)
     scheduler = sampling_timesteps(model.scheduler, steps, h * w, model.device)
+    # Positions are the same at every step: built once, not per transformer call.
+    img, cond_txt = image_ids(b, h, w, model.device), text_ids(embeds)
+    uncond_txt = text_ids(negative) if use_cfg else None
     for t in scheduler.timesteps:
         sigma = (t / 1000).expand(b)
-        velocity = predict(transformer, tokens, sigma, embeds, h, w)
+        velocity = predict(transformer, tokens, sigma, embeds, cond_txt, img)
         if use_cfg:
-            uncond = predict(transformer, tokens, sigma, negative, h, w)
+            uncond = predict(transformer, tokens, sigma, negative, uncond_txt, img)
             velocity = uncond + guidance_scale * (velocity - uncond)
         tokens = scheduler.step(velocity, t, tokens, return_dict=False)[0]
     out = unpack(tokens, h, w)

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from peftbench import shapes
-from peftbench.diffusion import MODEL_INFO, ImageModel, PixelCodec, flow_matching_loss, generate
+from peftbench.diffusion import (
+    MODEL_INFO,
+    ImageModel,
+    PixelCodec,
+    flow_matching_loss,
+    generate,
+    to_uint8,
+)
 from peftbench.io import write_json
 
 SPECIAL = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
@@ -39,6 +46,17 @@ def word_tokenizer(words: list[str], max_length: int) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **SPECIAL)
 
 
+def transformer_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``Flux2Transformer2DModel`` arguments of the embedded model: the config's architecture,
+    RGB patches in, the text encoder's width as the joint attention width, no guidance input."""
+    return {
+        **cfg["transformer"],
+        "in_channels": 3 * cfg["patch_size"] ** 2,
+        "joint_attention_dim": cfg["text_encoder"]["hidden_size"],
+        "guidance_embeds": False,
+    }
+
+
 def build_components(cfg: dict[str, Any]) -> ImageModel:
     """Randomly initialised embedded model sized by ``cfg`` (config ``image.base_model.embedded``)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
@@ -57,19 +75,12 @@ def build_components(cfg: dict[str, Any]) -> ImageModel:
             **text,
         )
     )
-    patch = cfg["patch_size"]
-    arch = cfg["transformer"]
-    transformer = Flux2Transformer2DModel(
-        in_channels=3 * patch * patch,
-        joint_attention_dim=text["hidden_size"],
-        guidance_embeds=False,
-        **arch,
-    )
+    transformer = Flux2Transformer2DModel(**transformer_config(cfg))
     return ImageModel(
         transformer=transformer,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        codec=PixelCodec(patch),
+        codec=PixelCodec(cfg["patch_size"]),
         scheduler=FlowMatchEulerDiscreteScheduler(),
         kind="embedded",
         resolution=cfg["resolution"],
@@ -156,8 +167,6 @@ def caption_check(model: ImageModel, n: int, seed: int, steps: int, guidance: fl
     embeds = model.encode_prompts(prompts)
     negative = model.encode_prompts([""])
     pixels = generate(model, embeds, negative, torch.Generator().manual_seed(seed), steps, guidance)
-    from peftbench.diffusion import to_uint8
-
     images = to_uint8(pixels).astype(float)
     corner = images[:, :3, :3].reshape(n, -1, 3).mean(1)
     bg = np.array([shapes.COLORS[c[2]] for c in combos], dtype=float)

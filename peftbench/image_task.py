@@ -49,7 +49,14 @@ from peftbench.runs import (
     wrap_peft,
 )
 from peftbench.similarity import load_encoder
-from peftbench.train import NonFiniteLossError, Updater, make_optimizer, make_scheduler
+from peftbench.train import (
+    NonFiniteLossError,
+    TrainStats,
+    Updater,
+    make_optimizer,
+    make_scheduler,
+    record_peak,
+)
 
 #: Seeds of the evaluation noise: test, validation and sample images share one stream, drift
 #: images have their own, so base and fine-tuned images pair up. They are the published
@@ -188,10 +195,13 @@ def _run(result: dict, exp_dir: Path | None, params: dict, model_cfg: dict, enco
     test_images = generate_images(model, test_embeds, negative,
                                   torch.Generator().manual_seed(TEST_SEED), params)  # fmt: skip
     metrics["generation_time_s"] = time.perf_counter() - t0
-    drift_images = generate_images(model, embeds["drift"], negative,
-                                   torch.Generator().manual_seed(DRIFT_SEED), params)  # fmt: skip
-    samples = generate_images(model, embeds["samples"], negative,
-                              torch.Generator().manual_seed(TEST_SEED), params)  # fmt: skip
+    if is_base:  # the untouched model: its images are the base images drawn above
+        drift_images, samples = base_drift, base_samples
+    else:
+        drift_images = generate_images(model, embeds["drift"], negative,
+                                       torch.Generator().manual_seed(DRIFT_SEED), params)  # fmt: skip
+        samples = generate_images(model, embeds["samples"], negative,
+                                  torch.Generator().manual_seed(TEST_SEED), params)  # fmt: skip
     metrics["eval_memory_peak_bytes"], metrics["eval_memory_allocated_peak_bytes"] = tracker.peak()
     with atomic_path(out_dir / "samples.png") as tmp:
         sample_grid(base_samples, samples, max(1, 96 // model.resolution)).save(tmp)
@@ -255,14 +265,7 @@ def _train(model: ImageModel, latents: torch.Tensor, embeds: torch.Tensor, param
     order = torch.cat([torch.randperm(n, generator=generator) for _ in range(steps * batch // n + 1)])  # fmt: skip
     transformer.train()
     tracker.reset()
-    train_time, window, peak, allocated = 0.0, [], 0, None
-
-    def record_peak() -> None:
-        nonlocal peak, allocated
-        reserved, alloc = tracker.peak()
-        peak = max(peak, reserved)
-        if alloc is not None:
-            allocated = max(allocated or 0, alloc)
+    stats, window = TrainStats(), []
 
     for step in range(1, steps + 1):
         t0 = time.perf_counter()
@@ -272,7 +275,7 @@ def _train(model: ImageModel, latents: torch.Tensor, embeds: torch.Tensor, param
             raise NonFiniteLossError(f"loss is {loss.item()} at step {step}")
         loss.backward()
         update(step)
-        train_time += time.perf_counter() - t0
+        stats.train_time_s += time.perf_counter() - t0
         window.append(loss.item())
         if step % params["log_steps"] == 0 or step == steps:
             curves["train_loss"].append({"step": step, "loss": float(np.mean(window)), "lr": scheduler.get_last_lr()[0]})  # fmt: skip
@@ -280,17 +283,17 @@ def _train(model: ImageModel, latents: torch.Tensor, embeds: torch.Tensor, param
                 print(f"step {step} loss {curves['train_loss'][-1]['loss']:.4f}", flush=True)
             window = []
         if (params["eval_steps"] and step % params["eval_steps"] == 0) or step == steps:
-            record_peak()
+            record_peak(stats, tracker)
             transformer.eval()
             validate(step)
             transformer.train()
             tracker.reset()
-    record_peak()
+    record_peak(stats, tracker)
     transformer.eval()
     metrics.update(
-        train_memory_peak_bytes=peak,
-        train_memory_allocated_peak_bytes=allocated,
-        train_time_s=train_time,
+        train_memory_peak_bytes=stats.peak_bytes,
+        train_memory_allocated_peak_bytes=stats.peak_allocated_bytes,
+        train_time_s=stats.train_time_s,
         train_steps=steps,
         train_samples=steps * batch,
         train_loss_final=curves["train_loss"][-1]["loss"],

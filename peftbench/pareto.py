@@ -491,8 +491,7 @@ def frontier_probability(
     result["on_frontier"] = on_frontier
     result["frontier_prob"] = probability
 
-    for column in ("next",):
-        result[column] = pd.Series([None] * len(result), dtype=object)
+    result["next"] = pd.Series([None] * len(result), dtype=object)
     for column in ("lead", "lead_low", "lead_high", "lead_prob"):
         result[column] = np.nan
     result["intervals_overlap"] = pd.array([pd.NA] * len(result), dtype="boolean")
@@ -505,10 +504,9 @@ def frontier_probability(
     ascending = [False, *[objectives[c] == "min" for c in columns if c != quality]]
     ascending += [True] * len(group_cols)
     order = frontier.sort_values(sort_cols, ascending=ascending, kind="stable").index.tolist()
-    label_cols = group_cols
     for current, following in zip(order, order[1:], strict=False):
         difference = quality_draws[current] - quality_draws[following]
-        result.at[current, "next"] = " / ".join(str(result.at[following, c]) for c in label_cols)
+        result.at[current, "next"] = " / ".join(str(result.at[following, c]) for c in group_cols)
         result.at[current, "lead"] = result.at[current, quality] - result.at[following, quality]
         result.at[current, "lead_low"], result.at[current, "lead_high"] = np.quantile(
             difference, [tail, 1.0 - tail]

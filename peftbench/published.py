@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from peftbench.answers import wilson_interval
 from peftbench.config import ConfigError
 from peftbench.families import method_family
@@ -386,8 +384,3 @@ def import_published(folders: Mapping[str, Path | str | None] | None) -> Publish
             imported.configs.append(parsed["config"])
             imported.environments.append(parsed["environment"])
     return imported
-
-
-def published_table(imported: PublishedImport) -> pd.DataFrame:
-    """The imported rows as a DataFrame (columns as produced by :func:`parse_published`)."""
-    return pd.DataFrame.from_records(imported.rows)

@@ -24,7 +24,7 @@ from peftbench.charts import interval_text, method_key, page_html
 from peftbench.families import FAMILIES, FAMILY_DESCRIPTIONS, method_colors
 from peftbench.pareto import PROPORTION_QUALITIES, pareto_rank, quality_frontier
 from peftbench.published import PublishedImport
-from peftbench.summary import SOURCE_PUBLISHED, SOURCES
+from peftbench.summary import SOURCE_PUBLISHED, SOURCES, families_of
 
 #: Cost axes of the report's trade-off charts: short name -> summary column.
 AXES: dict[str, str] = {
@@ -50,14 +50,7 @@ BOOT_SEED = 0
 THRESHOLD = 0.95
 
 #: Cost columns averaged over seeds for tooltips and tables.
-_COST_COLUMNS = [
-    "train_memory_gb",
-    "train_time_min",
-    "trainable_params",
-    "file_size_mb",
-    "forgetting",
-    "drift",
-]
+_COST_COLUMNS = list(MULTI_OBJECTIVES)
 
 #: Every column shown in the report: (header with unit, explanation). The explanations are
 #: the report's captions for its tables; keep them in step with README.md and the schema.
@@ -235,9 +228,8 @@ COLUMN_INFO: dict[str, tuple[str, str]] = {
 # Shown with three decimals, like their intervals (columns ending in _low / _high).
 _PERCENT = {"test_accuracy", "similarity", "drift"}
 _PROBABILITIES = {"frontier_prob", "lead_prob"}
-_INTEGERS = {"seed", "test_n", "train_samples", "trainable_params", "total_params"}
-_INTEGERS |= {"max_steps", "n_seeds"}
-_INTEGERS |= {"n_items", "pareto_rank", "failed_seeds"}
+_INTEGERS = {"seed", "test_n", "train_samples", "trainable_params", "total_params", "max_steps"}
+_INTEGERS |= {"n_seeds", "n_items", "pareto_rank", "failed_seeds"}
 
 
 def _info(column: str, quality: str | None = None) -> tuple[str, str]:
@@ -291,8 +283,8 @@ def html_table(
     """
     columns = [c for c in columns if c in table.columns]
     head = "".join(
-        f'<th title="{html.escape(_info(c, quality)[1])}">{html.escape(_info(c, quality)[0])}</th>'
-        for c in columns
+        f'<th title="{html.escape(text)}">{html.escape(header)}</th>'
+        for header, text in (_info(c, quality) for c in columns)
     )
     body = []
     for _, row in table.iterrows():
@@ -795,15 +787,9 @@ def environment_page(
 
 def legend_colors(summary: pd.DataFrame) -> dict[str, str]:
     """Colour of every ``method_key`` in ``summary`` (all tasks and sources), stable order."""
-    pairs = {}
-    for method, family in zip(summary["method"], summary["family"], strict=True):
-        if isinstance(method, str):
-            pairs[method] = family
+    pairs = families_of(summary)
     colors = method_colors(pairs)
-    order = sorted(
-        pairs, key=lambda m: (FAMILIES.index(pairs[m]) if pairs[m] in FAMILIES else 99, m)
-    )
-    return {method_key(m, pairs[m]): colors[m] for m in order}
+    return {method_key(m, f): colors[m] for m, f in pairs.items()}
 
 
 _CHART_CAPTIONS: dict[str, str] = {

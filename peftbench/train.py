@@ -209,7 +209,7 @@ def train(
             window = []
         eval_now = params["eval_steps"] and step % params["eval_steps"] == 0
         if validate is not None and (eval_now or step == params["max_steps"]):
-            _record_peak(stats, tracker)
+            record_peak(stats, tracker)
             t1 = time.perf_counter()
             acc = validate(model)
             stats.valid_time_s += time.perf_counter() - t1
@@ -218,13 +218,14 @@ def train(
             tracker.reset()
         if every and step % every == 0 and step < params["max_steps"]:
             _save_checkpoint(Path(checkpoint_dir), step, model, optimizer, scheduler, stats, window)
-    _record_peak(stats, tracker)
+    record_peak(stats, tracker)
     if stats.loss_curve and not math.isfinite(stats.loss_curve[-1]["loss"]):
         raise NonFiniteLossError("final loss is not finite")
     return stats
 
 
-def _record_peak(stats: TrainStats, tracker: MemoryTracker) -> None:
+def record_peak(stats: TrainStats, tracker: MemoryTracker) -> None:
+    """Fold the tracker's peak of the phase so far into ``stats`` (before a validation pause)."""
     peak, allocated = tracker.peak()
     stats.peak_bytes = max(stats.peak_bytes, peak)
     if allocated is not None:

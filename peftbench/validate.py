@@ -57,13 +57,9 @@ def meta_transformer(model_cfg: dict[str, Any]) -> Any:
     from diffusers import Flux2Transformer2DModel
 
     if model_cfg["source"] == "embedded":
-        embedded = model_cfg["embedded"]
-        config = {
-            **embedded["transformer"],
-            "in_channels": 3 * embedded["patch_size"] ** 2,
-            "joint_attention_dim": embedded["text_encoder"]["hidden_size"],
-            "guidance_embeds": False,
-        }
+        from peftbench.embedded_diffusion import transformer_config
+
+        config = transformer_config(model_cfg["embedded"])
     else:
         hub = model_cfg["hub"]
         config = Flux2Transformer2DModel.load_config(
