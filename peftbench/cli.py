@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.aggregate import ci_columns, quality_column
-from peftbench.pareto import quality_frontier
-from peftbench.summary import (
+from peftbench.analysis.aggregate import ci_columns, quality_column
+from peftbench.analysis.pareto import quality_frontier
+from peftbench.analysis.summary import (
     SOURCE_PUBLISHED,
     SOURCE_THIS_RUN,
     read_summary,
@@ -61,7 +61,7 @@ def advise(
     ``train_memory_gb`` <= ``max_memory_gb`` and, when given, ``train_time_min`` <=
     ``max_time_min``), over quality (max), memory (min) and, with a time budget, time (min).
     Returns ``(frontier, all_experiments, notes)``: the frontier rows of
-    :func:`peftbench.pareto.frontier_probability` (best quality first), every experiment of
+    :func:`peftbench.analysis.pareto.frontier_probability` (best quality first), every experiment of
     the task and source with its frontier columns, and notes on what was left out and why.
     """
     quality = quality_column(task)

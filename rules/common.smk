@@ -8,8 +8,8 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 
-from peftbench.config import ConfigError, file_hash  # noqa: E402
-from peftbench import experiments as exps  # noqa: E402
+from peftbench.core.config import ConfigError, file_hash  # noqa: E402
+from peftbench.core import experiments as exps  # noqa: E402
 
 validate(config, "../config/schemas/config.schema.yaml")
 
@@ -98,7 +98,7 @@ def task_experiments(task):
     # The model-level check needs the files to be sound; it runs once, in the main process
     # (cluster jobs re-read this file and need not repeat it).
     if not problems and workflow.is_main_process:
-        from peftbench.validate import validate_task
+        from peftbench.core.validate import validate_task
 
         problems = validate_task(cfg, found, task)
     if problems:

@@ -2,9 +2,9 @@
 # and tables per task, effective configs and environment, and the sample images of the tasks
 # whose runs write them. Outputs flagged report(...) make up
 # `snakemake --report results/report.html`; captions live in rules/captions/.
-from peftbench.config import file_hash  # noqa: E402
-from peftbench.published import configured_files, configured_folders  # noqa: E402
-from peftbench.report import SAMPLE_TASKS  # noqa: E402
+from peftbench.core.config import file_hash  # noqa: E402
+from peftbench.analysis.published import configured_files, configured_folders  # noqa: E402
+from peftbench.report.pages import SAMPLE_TASKS  # noqa: E402
 
 
 report: "captions/workflow.rst"

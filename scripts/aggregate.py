@@ -13,15 +13,15 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from peftbench.aggregate import (  # noqa: E402
+from peftbench.analysis.aggregate import (  # noqa: E402
     load_results,
     provenance_warnings,
     quality_column,
     summarize,
     write_summary,
 )
-from peftbench.charts import pareto_chart, save_chart  # noqa: E402
-from peftbench.workflow import redirect_log  # noqa: E402
+from peftbench.report.charts import pareto_chart, save_chart  # noqa: E402
+from peftbench.core.workflow import redirect_log  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)

@@ -13,17 +13,17 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from peftbench.aggregate import load_results, quality_column, task_metrics  # noqa: E402
-from peftbench.charts import (  # noqa: E402
+from peftbench.analysis.aggregate import load_results, quality_column, task_metrics  # noqa: E402
+from peftbench.report.charts import (  # noqa: E402
     AXIS_TITLES,
     charts_page_html,
     learning_curves_chart,
     save_chart,
     tradeoff_chart,
 )
-from peftbench.io import atomic_path  # noqa: E402
-from peftbench.published import import_published  # noqa: E402
-from peftbench.report import (  # noqa: E402
+from peftbench.core.io import atomic_path  # noqa: E402
+from peftbench.analysis.published import import_published  # noqa: E402
+from peftbench.report.pages import (  # noqa: E402
     AXES,
     chart_caption,
     configs_page,
@@ -32,13 +32,13 @@ from peftbench.report import (  # noqa: E402
     multi_objective_table,
     task_frontiers,
 )
-from peftbench.summary import (  # noqa: E402
+from peftbench.analysis.summary import (  # noqa: E402
     SOURCE_THIS_RUN,
     curves_table,
     read_summary,
     table_item_scores,
 )
-from peftbench.workflow import redirect_log  # noqa: E402
+from peftbench.core.workflow import redirect_log  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)

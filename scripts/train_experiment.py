@@ -12,7 +12,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from peftbench.workflow import redirect_log  # noqa: E402
+from peftbench.core.workflow import redirect_log  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)
@@ -31,7 +31,7 @@ common = dict(
     threads=sm.threads,
 )
 if task == "image":
-    from peftbench.image_task import run_experiment
+    from peftbench.tasks.image.run import run_experiment
 
     result = run_experiment(
         **common,
@@ -40,7 +40,7 @@ if task == "image":
         data_dir=Path(sm.input.data),
     )
 else:
-    from peftbench.math_task import run_experiment
+    from peftbench.tasks.math.run import run_experiment
 
     result = run_experiment(**common, data_dir=Path(sm.input.data[0]).parent)
 print(f"status: {result['status']}", result["error"] or "")

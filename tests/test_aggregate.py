@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from factories import make_base_result, make_result
 
-from peftbench.aggregate import (
+from peftbench.analysis.aggregate import (
     SUMMARY_COLUMNS,
     load_results,
     provenance_warnings,

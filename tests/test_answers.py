@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from peftbench.answers import answers_match, parse_answer, score, to_number, wilson_interval
+from peftbench.tasks.math.answers import answers_match, parse_answer, score, to_number, wilson_interval
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from wfutil import copy_workflow, snakemake
 
-from peftbench import experiments as exps
-from peftbench.config import ConfigError, deep_merge
-from peftbench.validate import check_experiment, meta_model
+from peftbench.core import experiments as exps
+from peftbench.core.config import ConfigError, deep_merge
+from peftbench.core.validate import check_experiment, meta_model
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = yaml.safe_load((Path(__file__).parent / "bad_inputs/cases.yaml").read_text())

@@ -6,8 +6,8 @@ import altair as alt
 import pytest
 from factories import make_base_result, make_result
 
-from peftbench.aggregate import summarize
-from peftbench.charts import pareto_chart, save_chart
+from peftbench.analysis.aggregate import summarize
+from peftbench.report.charts import pareto_chart, save_chart
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,8 +9,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from peftbench import experiments as exps
-from peftbench.config import ConfigError, deep_merge, validate_training_params
+from peftbench.core import experiments as exps
+from peftbench.core.config import ConfigError, deep_merge, validate_training_params
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = str(REPO / "config/schemas/config.schema.yaml")

@@ -3,7 +3,7 @@
 * A tiny, randomly initialised ``Flux2KleinPipeline`` of the real classes (Flux2Transformer2DModel,
   AutoencoderKLFlux2, Qwen3ForCausalLM, a Qwen2 tokenizer with a chat template, the FLUX.2
   scheduler settings) is built from small configs and saved with ``save_pretrained``. It is
-  loaded through ``peftbench.diffusion.load_image_model`` like FLUX.2-klein from the Hub, and our
+  loaded through ``peftbench.tasks.image.diffusion.load_image_model`` like FLUX.2-klein from the Hub, and our
   prompt encoding, VAE codec and sampler are checked against the official pipeline; then LoRA
   training and ``image_task.run_experiment`` run end to end on it.
 * Every experiment of the FLUX.2-klein preset is wrapped around a FLUX.2-klein-base-4B transformer
@@ -23,11 +23,11 @@ import pytest
 import torch
 import yaml
 
-from peftbench.config import deep_merge
-from peftbench.diffusion import Flux2VaeCodec, flow_matching_loss, generate, load_image_model
-from peftbench.experiments import check_adapter_config, discover, effective_params
-from peftbench.image_data import load_images, prepare_data, split_indices
-from peftbench.runs import wrap_peft
+from peftbench.core.config import deep_merge
+from peftbench.tasks.image.diffusion import Flux2VaeCodec, flow_matching_loss, generate, load_image_model
+from peftbench.core.experiments import check_adapter_config, discover, effective_params
+from peftbench.tasks.image.data import load_images, prepare_data, split_indices
+from peftbench.core.runs import wrap_peft
 
 torch.set_num_threads(1)
 
@@ -259,8 +259,8 @@ def test_encode_prompts_matches_pipeline(model, pipe):
 
 
 def test_encode_images_matches_pipeline(model, pipe, data_dir):
-    from peftbench.diffusion import to_pixels
-    from peftbench.image_data import load_manifest
+    from peftbench.tasks.image.diffusion import to_pixels
+    from peftbench.tasks.image.data import load_manifest
 
     images = np.stack(load_images(data_dir, load_manifest(data_dir)["instance"][:2]))
     ours = model.encode_images(images)
@@ -333,8 +333,8 @@ def adapted_modules(wrapped) -> set[str]:
 
 
 def test_lora_training_on_tiny_flux2(model, data_dir):
-    from peftbench.image_data import load_manifest
-    from peftbench.train import make_optimizer
+    from peftbench.tasks.image.data import load_manifest
+    from peftbench.core.train import make_optimizer
 
     manifest = load_manifest(data_dir)
     latents = model.encode_images(np.stack(load_images(data_dir, manifest["instance"])))
@@ -392,7 +392,7 @@ def run_params(root: Path, experiment: str) -> dict:
 
 
 def run(tmp_path, pipeline_dir, encoder_dir, data_dir, root: Path, experiment: str) -> tuple[dict, Path]:  # fmt: skip
-    from peftbench.image_task import run_experiment
+    from peftbench.tasks.image.run import run_experiment
 
     method, name = experiment.split("/")
     out = tmp_path / "runs" / experiment

@@ -1,4 +1,4 @@
-"""Data of the image task (peftbench.image_data): the embedded source, and the hub source on a
+"""Data of the image task (peftbench.tasks.image.data): the embedded source, and the hub source on a
 local parquet file in the Hugging Face image-dataset format (tests/data/images/subject.parquet,
 made by tests/data/images/make_subject.py)."""
 
@@ -13,9 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from peftbench import shapes
-from peftbench.config import ConfigError
-from peftbench.image_data import (
+from peftbench.tasks.image import shapes
+from peftbench.core.config import ConfigError
+from peftbench.tasks.image.data import (
     MANIFEST,
     data_hash,
     load_images,
@@ -94,7 +94,7 @@ def test_prepare_embedded_layout(tmp_path):
             assert (tmp_path / entry["image"]).is_file()
             assert pixels(tmp_path, entry).shape == (size, size, 3)
             assert isinstance(entry["prompt"], str) and entry["prompt"]
-    # The prompts of peftbench.shapes, in order; every concept prompt has the rare token, and
+    # The prompts of peftbench.tasks.image.shapes, in order; every concept prompt has the rare token, and
     # the test prompts put the concept on scenes it was never trained on.
     prompts = shapes.default_prompts()
     instance_prompts = [e["prompt"] for e in manifest["instance"]]

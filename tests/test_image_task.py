@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from peftbench import shapes
-from peftbench.config import deep_merge
-from peftbench.diffusion import (
+from peftbench.tasks.image import shapes
+from peftbench.core.config import deep_merge
+from peftbench.tasks.image.diffusion import (
     PixelCodec,
     generate,
     load_image_model,
@@ -22,10 +22,10 @@ from peftbench.diffusion import (
     to_uint8,
     unpack,
 )
-from peftbench.embedded_diffusion import build_embedded_image_base
-from peftbench.image_data import prepare_data
-from peftbench.image_task import bootstrap_ci, run_experiment
-from peftbench.similarity import SimilarityEncoder, separation, train_embedded_encoder
+from peftbench.tasks.image.embedded import build_embedded_image_base
+from peftbench.tasks.image.data import prepare_data
+from peftbench.tasks.image.run import bootstrap_ci, run_experiment
+from peftbench.tasks.image.similarity import SimilarityEncoder, separation, train_embedded_encoder
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = deep_merge(
@@ -156,8 +156,8 @@ def test_a_broken_experiment_fails_alone(tiny_image: Path, tmp_path: Path) -> No
 
 
 def test_image_experiments_are_checked_against_the_architecture(tmp_path: Path) -> None:
-    from peftbench.experiments import discover
-    from peftbench.validate import validate_task
+    from peftbench.core.experiments import discover
+    from peftbench.core.validate import validate_task
 
     full = yaml.safe_load((REPO / "config/config.yaml").read_text())["image"]
     assert validate_task(full, discover(REPO / "experiments/image"), "image") == []

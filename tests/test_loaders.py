@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from peftbench.loaders import gsm8k_valid_subset, load_gsm8k, load_metamathqa
+from peftbench.core.loaders import gsm8k_valid_subset, load_gsm8k, load_metamathqa
 
 DATA = Path(__file__).parent / "data"
 METAMATHQA = DATA / "metamathqa_sample.json"
@@ -165,7 +165,7 @@ def test_gsm8k_valid_subset_small_input():
 
 def test_prepare_hub_path_on_local_files(tmp_path):
     """The preset's data path (MetaMathQA + GSM8K + a text corpus) end to end on local files."""
-    from peftbench.math_data import prepare_data
+    from peftbench.tasks.math.data import prepare_data
 
     heldout = tmp_path / "wiki.jsonl"
     heldout.write_text("".join(json.dumps({"text": f"Article {i}."}) + "\n" for i in range(5)))

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from peftbench import mathgen
-from peftbench.answers import parse_answer
+from peftbench.tasks.math import mathgen
+from peftbench.tasks.math.answers import parse_answer
 
 
 def check_solution(record: dict) -> int:

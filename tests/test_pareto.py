@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftbench.pareto import METRIC_DIRECTIONS, dominates, frontier_line, pareto_mask
+from peftbench.analysis.pareto import METRIC_DIRECTIONS, dominates, frontier_line, pareto_mask
 
 ACC_MEM = {"acc": "max", "mem": "min"}
 

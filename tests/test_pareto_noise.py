@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftbench.pareto import (
+from peftbench.analysis.pareto import (
     frontier_probability,
     non_dominated,
     pareto_mask,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.published import (
+from peftbench.analysis.published import (
     FILE_SIZE_SENTINEL,
     GSM8K_TEST_N,
     PublishedFormatError,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tiny import PARAMS, REPO, TIMING_KEYS, run
 
-from peftbench.config import deep_merge
-from peftbench.train import CHECKPOINT
+from peftbench.core.config import deep_merge
+from peftbench.core.train import CHECKPOINT
 
 # Enough steps that the kill lands mid-run, a checkpoint every 5 of them.
 RESUME_PARAMS = deep_merge(

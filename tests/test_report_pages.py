@@ -12,15 +12,15 @@ import pytest
 from factories import make_base_result, make_result
 from PIL import Image
 
-from peftbench.charts import (
+from peftbench.report.charts import (
     charts_page_html,
     learning_curves_chart,
     save_chart,
     script_json,
     tradeoff_chart,
 )
-from peftbench.published import import_published
-from peftbench.report import (
+from peftbench.analysis.published import import_published
+from peftbench.report.pages import (
     chart_caption,
     configs_page,
     environment_page,
@@ -33,7 +33,7 @@ from peftbench.report import (
     summary_page,
     task_frontiers,
 )
-from peftbench.summary import build_summary, curves_table
+from peftbench.analysis.summary import build_summary, curves_table
 
 FIXTURES = Path(__file__).parent / "data" / "published"
 EVIL_NAME = "<script>alert(1)</script>"

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from peftbench import shapes
+from peftbench.tasks.image import shapes
 
 
 def rgb(name):

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from factories import make_base_result, make_result
 
-from peftbench.aggregate import summarize as task_summary
-from peftbench.aggregate import write_summary
-from peftbench.families import FAMILIES, method_colors, method_family
-from peftbench.published import import_published
-from peftbench.summary import (
+from peftbench.analysis.aggregate import summarize as task_summary
+from peftbench.analysis.aggregate import write_summary
+from peftbench.analysis.families import FAMILIES, method_colors, method_family
+from peftbench.analysis.published import import_published
+from peftbench.analysis.summary import (
     CROSS_TASK_COLUMNS,
     build_summary,
     curves_table,

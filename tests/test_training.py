@@ -6,9 +6,9 @@ import pytest
 import torch
 from tiny import CONFIG, PARAMS, TIMING_KEYS, run  # noqa: E402
 
-from peftbench.aggregate import validate_result
-from peftbench.config import deep_merge
-from peftbench.train import batch_stream, encode
+from peftbench.analysis.aggregate import validate_result
+from peftbench.core.config import deep_merge
+from peftbench.core.train import batch_stream, encode
 
 
 def test_prepared_data_is_disjoint_and_complete(tiny):
@@ -128,7 +128,7 @@ def test_peft_optimizers(kind, kwargs):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from peftbench.train import make_optimizer
+    from peftbench.core.train import make_optimizer
 
     config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
@@ -154,7 +154,7 @@ def test_greedy_generate_matches_a_manual_greedy_loop(peft_type):
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from peftbench.evaluate import greedy_generate
+    from peftbench.tasks.math.evaluate import greedy_generate
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

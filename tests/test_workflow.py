@@ -141,7 +141,7 @@ def test_changing_a_task_default_reruns_every_experiment(workflow_run: Path) -> 
 
 
 def test_changing_training_code_reruns_training_only(workflow_run: Path) -> None:
-    code = workflow_run / "peftbench/evaluate.py"
+    code = workflow_run / "peftbench/tasks/math/evaluate.py"
     original = code.read_text()
     code.write_text(original + "\n# a change to the evaluation code\n")
     try:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from peftbench import math_task
-from peftbench.config import deep_merge
+from peftbench.tasks.math import run as math_task
+from peftbench.core.config import deep_merge
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = deep_merge(

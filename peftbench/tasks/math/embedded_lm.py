@@ -15,9 +15,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from peftbench.io import read_jsonl, write_json
-from peftbench.memory import MemoryTracker
-from peftbench.train import encode_rows, train
+from peftbench.core.io import read_jsonl, write_json
+from peftbench.core.memory import MemoryTracker
+from peftbench.core.train import encode_rows, train
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 

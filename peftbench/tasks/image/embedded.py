@@ -5,7 +5,7 @@ A word-level tokenizer over the procedural captions (``shapes.vocabulary``), a s
 the flow-matching loss on captioned shapes (``shapes.pretraining_set``). The concept of the
 benchmark (and the words "photo", "sks", "object") never occurs in pretraining. Everything is
 saved with ``save_pretrained`` in diffusers' subfolder layout and every experiment reloads it
-through :func:`peftbench.diffusion.load_image_model`, like a hub model.
+through :func:`peftbench.tasks.image.diffusion.load_image_model`, like a hub model.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from peftbench import shapes
-from peftbench.diffusion import (
+from peftbench.tasks.image import shapes
+from peftbench.tasks.image.diffusion import (
     MODEL_INFO,
     ImageModel,
     PixelCodec,
@@ -26,7 +26,7 @@ from peftbench.diffusion import (
     generate,
     to_uint8,
 )
-from peftbench.io import write_json
+from peftbench.core.io import write_json
 
 SPECIAL = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
 

@@ -2,7 +2,7 @@
 
 Every page is one self-contained HTML file (inline CSS and JavaScript, no network). All text
 that comes from data (experiment names, error messages, configs, versions) goes through
-``html.escape`` or, inside scripts, :func:`peftbench.charts.script_json`.
+``html.escape`` or, inside scripts, :func:`peftbench.report.charts.script_json`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from peftbench.aggregate import BASE_METHOD, ci_columns, quality_column, task_metrics
-from peftbench.charts import interval_text, method_key, page_html
-from peftbench.families import FAMILIES, FAMILY_DESCRIPTIONS, method_colors
-from peftbench.pareto import PROPORTION_QUALITIES, pareto_rank, quality_frontier
-from peftbench.published import PublishedImport
-from peftbench.summary import SOURCE_PUBLISHED, SOURCES, families_of
+from peftbench.analysis.aggregate import BASE_METHOD, ci_columns, quality_column, task_metrics
+from peftbench.report.charts import interval_text, method_key, page_html
+from peftbench.analysis.families import FAMILIES, FAMILY_DESCRIPTIONS, method_colors
+from peftbench.analysis.pareto import PROPORTION_QUALITIES, pareto_rank, quality_frontier
+from peftbench.analysis.published import PublishedImport
+from peftbench.analysis.summary import SOURCE_PUBLISHED, SOURCES, families_of
 
 #: Cost axes of the report's trade-off charts: short name -> summary column.
 AXES: dict[str, str] = {

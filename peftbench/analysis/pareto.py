@@ -23,7 +23,7 @@ import pandas as pd
 Direction = Literal["max", "min"]
 
 #: Preferred direction of every metric column of the summary table (see
-#: ``peftbench.aggregate.summarize``): math's accuracy and forgetting, the image task's
+#: ``peftbench.analysis.aggregate.summarize``): math's accuracy and forgetting, the image task's
 #: similarity and drift (change of behaviour away from the base model), costs.
 METRIC_DIRECTIONS: dict[str, Direction] = {
     # Higher is better.

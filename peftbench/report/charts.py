@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import vl_convert as vlc
 
-from peftbench.aggregate import BASE_METHOD, ci_columns
-from peftbench.io import atomic_path
-from peftbench.pareto import METRIC_DIRECTIONS, Direction, frontier_line
+from peftbench.analysis.aggregate import BASE_METHOD, ci_columns
+from peftbench.core.io import atomic_path
+from peftbench.analysis.pareto import METRIC_DIRECTIONS, Direction, frontier_line
 
 #: Human-readable axis titles of summary columns; other columns use their own name.
 AXIS_TITLES: dict[str, str] = {
@@ -192,7 +192,7 @@ def pareto_chart(
 ) -> alt.LayerChart:
     """Scatter of ``y`` against ``x`` with the Pareto frontier drawn and labelled.
 
-    ``df`` is a summary table (``peftbench.aggregate.summarize``) of one task; ``y`` is its
+    ``df`` is a summary table (``peftbench.analysis.aggregate.summarize``) of one task; ``y`` is its
     quality column (e.g. ``test_accuracy`` or ``similarity``), with error bars where the
     summary has the run's interval ``<y>_ci_low`` / ``<y>_ci_high``. Failed rows and rows
     missing ``x`` or ``y`` are not drawn; the exception is a base-model row that lacks only
@@ -627,7 +627,7 @@ def tradeoff_chart(
     """Quality ``y`` against cost ``x`` with the noise-aware Pareto frontier.
 
     ``table`` has one row per experiment as returned by
-    :func:`peftbench.pareto.frontier_probability` (``y``, ``y_low``/``y_high``, ``x``,
+    :func:`peftbench.analysis.pareto.frontier_probability` (``y``, ``y_low``/``y_high``, ``x``,
     ``on_frontier``, ``frontier_prob``, ``within_noise``, ``lead``...) plus ``experiment``,
     ``method``, ``family`` and ``source`` ("this run" | "published"). Error bars are the
     bootstrap intervals; frontier points are joined by a step line and labelled with how
@@ -685,7 +685,7 @@ def learning_curves_chart(
 ) -> alt.TopLevelMixin:
     """Training loss and the validation metric against the step, one line per run.
 
-    ``curves`` is the long table of :func:`peftbench.summary.curves_table` (one task and
+    ``curves`` is the long table of :func:`peftbench.analysis.summary.curves_table` (one task and
     source). Colours as in :func:`tradeoff_chart`; clicking a legend entry highlights that
     method.
     """

@@ -11,7 +11,7 @@
 "prompt"}], "test": [{"image", "prompt"}], "drift_prompts": [...], "sample_prompts": [...],
 "source": {...}}``.
 
-* embedded: the concept of :mod:`peftbench.shapes` on the instance backgrounds under one instance
+* embedded: the concept of :mod:`peftbench.tasks.image.shapes` on the instance backgrounds under one instance
   prompt; references are new drawings of the concept on backgrounds it was never trained on.
 * hub: a dataset of photos of one subject (the published benchmark's cat plushy) with one
   caption per photo; split like the published benchmark (a permutation by the legacy numpy RNG
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from peftbench import shapes
-from peftbench.config import ConfigError, file_hash
-from peftbench.io import write_json
+from peftbench.tasks.image import shapes
+from peftbench.core.config import ConfigError, file_hash
+from peftbench.core.io import write_json
 
 MANIFEST = "manifest.json"
 
@@ -70,7 +70,7 @@ def prepare_embedded(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
 
 def load_subject_images(path: str, split: str, revision: str | None, column: str) -> list[Image.Image]:  # fmt: skip
     """RGB images of one split of a dataset (hub id, local folder or .parquet file), EXIF-rotated."""
-    from peftbench.loaders import _load
+    from peftbench.core.loaders import _load
 
     ds = _load(path, revision, split)
     if column not in ds.column_names:
@@ -97,7 +97,7 @@ def split_indices(n: int, valid_size: int, test_size: int) -> tuple[list[int], l
 
 
 def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
-    from peftbench.loaders import resolve_revision
+    from peftbench.core.loaders import resolve_revision
 
     hub = cfg["hub"]
     revision = resolve_revision(hub["path"], hub.get("revision"), "dataset")

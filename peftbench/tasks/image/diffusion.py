@@ -296,7 +296,7 @@ def load_image_model(
     if model_cfg["source"] == "embedded":
         from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
-        from peftbench.config import file_hash
+        from peftbench.core.config import file_hash
 
         root = Path(base_dir)
         info = json.loads((root / MODEL_INFO).read_text())
@@ -323,7 +323,7 @@ def load_image_model(
         from diffusers import AutoencoderKLFlux2
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
-        from peftbench.loaders import resolve_revision
+        from peftbench.core.loaders import resolve_revision
 
         hub = model_cfg["hub"]
         location = hub["model_id"]

@@ -21,10 +21,10 @@ import jsonschema
 import numpy as np
 import pandas as pd
 
-from peftbench.io import atomic_path
-from peftbench.pareto import pareto_mask
+from peftbench.core.io import atomic_path
+from peftbench.analysis.pareto import pareto_mask
 
-SCHEMA_PATH = Path(__file__).with_name("schemas") / "result.schema.json"
+SCHEMA_PATH = Path(__file__).parents[1] / "schemas" / "result.schema.json"
 
 #: Method name of the base-model reference row.
 BASE_METHOD = "base"

@@ -1,9 +1,9 @@
 """Cross-task summary: one tidy row per run of this workflow, plus imported published results.
 
-Built on :func:`peftbench.aggregate.summarize` (one row per experiment x seed, readable units:
+Built on :func:`peftbench.analysis.aggregate.summarize` (one row per experiment x seed, readable units:
 GB = 1e9 bytes, minutes, MB = 1e6 bytes) with the method ``family``, the ``source`` ("this
 run" or "published"), a short ``key_settings`` string and ``created_at``. Each task's
-frontier and order use its own quality column (:func:`peftbench.aggregate.quality_column`).
+frontier and order use its own quality column (:func:`peftbench.analysis.aggregate.quality_column`).
 Written to ``results/summary.parquet`` and ``results/summary.csv``.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from peftbench.aggregate import (
+from peftbench.analysis.aggregate import (
     INT_COLUMNS,
     SUMMARY_COLUMNS,
     TEXT_COLUMNS,
@@ -26,10 +26,10 @@ from peftbench.aggregate import (
     summarize,
     task_metrics,
 )
-from peftbench.answers import answers_match
-from peftbench.families import family_order, method_family
-from peftbench.io import atomic_path
-from peftbench.published import PublishedImport
+from peftbench.tasks.math.answers import answers_match
+from peftbench.analysis.families import family_order, method_family
+from peftbench.core.io import atomic_path
+from peftbench.analysis.published import PublishedImport
 
 SOURCE_THIS_RUN = "this run"
 SOURCE_PUBLISHED = "published"
@@ -227,7 +227,7 @@ def item_scores(run_dir: Path | str) -> np.ndarray | None:
     Image task: the ``similarity`` of each line of ``test_similarity.jsonl`` (one line per
     generated test image). Math: correctness (0.0 / 1.0) of each line of
     ``test_predictions.jsonl`` (``answer`` and ``parsed``), scored with
-    :func:`peftbench.answers.answers_match`. None when neither file is there or it is empty (a
+    :func:`peftbench.tasks.math.answers.answers_match`. None when neither file is there or it is empty (a
     failed run, or results copied without their per-item files).
     """
     for name, score in ITEM_FILES.items():
@@ -267,7 +267,7 @@ def curves_table(
     """Learning curves in long form: task, source, experiment, method, family, seed, step,
     metric ("train loss" | "validation"), value.
 
-    "validation" is the task's validation metric (:class:`peftbench.aggregate.TaskMetrics`:
+    "validation" is the task's validation metric (:class:`peftbench.analysis.aggregate.TaskMetrics`:
     accuracy for math, similarity for image).
     """
     rows = []

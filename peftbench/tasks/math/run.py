@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
-from peftbench import answers
-from peftbench.config import file_hash
-from peftbench.evaluate import greedy_generate, heldout_loss
-from peftbench.io import read_jsonl, write_jsonl
-from peftbench.math_data import data_hash
-from peftbench.memory import MemoryTracker
-from peftbench.runs import (
+from peftbench.tasks.math import answers
+from peftbench.core.config import file_hash
+from peftbench.tasks.math.evaluate import greedy_generate, heldout_loss
+from peftbench.core.io import read_jsonl, write_jsonl
+from peftbench.tasks.math.data import data_hash
+from peftbench.core.memory import MemoryTracker
+from peftbench.core.runs import (
     BASE_METHOD,
     EMPTY_METRICS,
     count_params,
@@ -27,7 +27,7 @@ from peftbench.runs import (
     torch_dtype,
     wrap_peft,
 )
-from peftbench.train import TrainStats, encode, encode_rows, train
+from peftbench.core.train import TrainStats, encode, encode_rows, train
 
 
 def load_base(
@@ -43,7 +43,7 @@ def load_base(
             file_hash(sorted(Path(base_dir).glob("*.safetensors"))),
         )
     else:
-        from peftbench.loaders import resolve_revision
+        from peftbench.core.loaders import resolve_revision
 
         location = model_cfg["hub"]["model_id"]
         # Resolved once, then loaded by sha: the recorded revision is the one actually used.
@@ -101,7 +101,7 @@ def run_experiment(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train (unless this is the base reference) and evaluate one experiment; write result.json
-    (a failure is recorded there, see :func:`peftbench.runs.finish_run`)."""
+    (a failure is recorded there, see :func:`peftbench.core.runs.finish_run`)."""
     result, device = start_run(
         task=task, method=method, name=name, seed=seed, exp_dir=exp_dir, params=params,
         threads=threads, data_hash=data_hash(data_dir), metrics=dict(EMPTY_METRICS),

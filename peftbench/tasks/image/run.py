@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from peftbench.diffusion import (
+from peftbench.tasks.image.diffusion import (
     ImageModel,
     codec_on_device,
     flow_matching_loss,
@@ -36,10 +36,10 @@ from peftbench.diffusion import (
     offload_codec,
     to_uint8,
 )
-from peftbench.image_data import data_hash, load_images, load_manifest
-from peftbench.io import atomic_path, write_jsonl
-from peftbench.memory import MemoryTracker
-from peftbench.runs import (
+from peftbench.tasks.image.data import data_hash, load_images, load_manifest
+from peftbench.core.io import atomic_path, write_jsonl
+from peftbench.core.memory import MemoryTracker
+from peftbench.core.runs import (
     BASE_METHOD,
     EMPTY_METRICS,
     count_params,
@@ -48,8 +48,8 @@ from peftbench.runs import (
     torch_dtype,
     wrap_peft,
 )
-from peftbench.similarity import load_encoder
-from peftbench.train import (
+from peftbench.tasks.image.similarity import load_encoder
+from peftbench.core.train import (
     NonFiniteLossError,
     TrainStats,
     Updater,
@@ -125,7 +125,7 @@ def run_experiment(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train (unless this is the base reference) and evaluate one experiment; write result.json
-    (a failure is recorded there, see :func:`peftbench.runs.finish_run`)."""
+    (a failure is recorded there, see :func:`peftbench.core.runs.finish_run`)."""
     result, device = start_run(
         task=task, method=method, name=name, seed=seed, exp_dir=exp_dir, params=params,
         threads=threads, data_hash=data_hash(data_dir), metrics={**EMPTY_METRICS, **IMAGE_METRICS},

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from peftbench.memory import MemoryTracker
+from peftbench.core.memory import MemoryTracker
 
 IGNORE = -100
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from peftbench import shapes
-from peftbench.io import write_json
+from peftbench.tasks.image import shapes
+from peftbench.core.io import write_json
 
 LABELS = ["shape", "color", "color2", "pattern", "background"]
 
@@ -54,12 +54,12 @@ class SimilarityEncoder:
 def load_encoder(cfg: dict[str, Any], encoder_dir: Path | None, device: torch.device) -> tuple[SimilarityEncoder, str]:  # fmt: skip
     """The configured encoder and its identity (weights hash or hub id@sha)."""
     if cfg["source"] == "embedded":
-        from peftbench.config import file_hash
+        from peftbench.core.config import file_hash
 
         return SimilarityEncoder(str(encoder_dir), None, device), file_hash(
             sorted(Path(encoder_dir).glob("*.safetensors"))
         )
-    from peftbench.loaders import resolve_revision
+    from peftbench.core.loaders import resolve_revision
 
     hub = cfg["hub"]
     revision = resolve_revision(hub["model_id"], hub.get("revision"), "model")

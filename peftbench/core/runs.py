@@ -7,16 +7,47 @@ import gc
 import json
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from peftbench.config import canonical_hash
-from peftbench.io import write_json
-from peftbench.provenance import code_revision, hardware, now, package_versions
+from peftbench.core.config import canonical_hash
+from peftbench.core.io import write_json
+from peftbench.core.provenance import code_revision, hardware, now, package_versions
 
 BASE_METHOD, BASE_NAME = "base", "no-finetuning"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything one training-and-evaluation job of any task gets: what to run, with which
+    effective settings, from which inputs, into which folder."""
+
+    task: str
+    method: str
+    name: str
+    seed: int
+    #: The experiment folder (None for the base-model reference).
+    exp_dir: Path | None
+    #: Effective training parameters (task defaults deep-merged with the experiment's own).
+    params: dict[str, Any]
+    #: The task's whole config section (``base_model``, ``data``, ``encoder``, ...).
+    task_cfg: dict[str, Any]
+    #: Input folders by name: ``data`` always, plus the spec's ``extra_inputs`` (``base``, ...).
+    inputs: dict[str, Path]
+    out_dir: Path
+    threads: int
+    progress: bool = True
+
+    @property
+    def experiment(self) -> str:
+        return f"{self.method}/{self.name}"
+
+    def input(self, name: str) -> Path | None:
+        """Input folder ``name``, or None when this configuration has none (a hub model)."""
+        return self.inputs.get(name)
 
 
 def pick_device() -> torch.device:

@@ -60,7 +60,7 @@ def heldout_loss(
 ) -> float:
     """Mean next-token cross-entropy over all labelled tokens of ``examples`` (encoded like
     training examples), pooled across examples rather than averaged per example."""
-    from peftbench.train import collate
+    from peftbench.core.train import collate
 
     total, count = 0.0, 0
     model.eval()

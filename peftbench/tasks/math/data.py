@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftbench import mathgen
-from peftbench.config import file_hash
-from peftbench.io import read_jsonl, write_json, write_jsonl
+from peftbench.tasks.math import mathgen
+from peftbench.core.config import file_hash
+from peftbench.core.io import read_jsonl, write_json, write_jsonl
 
 DATA_FILES = ["train.jsonl", "valid.jsonl", "test.jsonl", "heldout.jsonl"]
 
@@ -44,7 +44,7 @@ def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     Each revision is first resolved to a commit sha and that sha is loaded, so the manifest
     records the data actually used. Returns the split configs with the resolved revisions.
     """
-    from peftbench import loaders
+    from peftbench.core import loaders
 
     used = {
         split: {**c, "revision": loaders.resolve_revision(c["path"], c.get("revision"))}

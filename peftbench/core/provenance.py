@@ -24,7 +24,7 @@ PACKAGES = [
     "numpy",
     "snakemake",
 ]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def package_versions() -> dict[str, str | None]:

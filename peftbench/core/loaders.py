@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from peftbench.answers import parse_answer
+from peftbench.tasks.math.answers import parse_answer
 
 __all__ = ["gsm8k_valid_subset", "load_gsm8k", "load_metamathqa"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftbench.config import ConfigError
-from peftbench.experiments import ADAPTER_CONFIG, effective_params
+from peftbench.core.config import ConfigError
+from peftbench.core.experiments import ADAPTER_CONFIG, effective_params
 
 
 def check_local_data(data_cfg: dict[str, Any]) -> list[str]:
@@ -57,7 +57,7 @@ def meta_transformer(model_cfg: dict[str, Any]) -> Any:
     from diffusers import Flux2Transformer2DModel
 
     if model_cfg["source"] == "embedded":
-        from peftbench.embedded_diffusion import transformer_config
+        from peftbench.tasks.image.embedded import transformer_config
 
         config = transformer_config(model_cfg["embedded"])
     else:
@@ -73,7 +73,7 @@ def check_experiment(
     model: Any, root: Path, experiment: str, defaults: dict[str, Any]
 ) -> list[str]:
     """Problems of one experiment; ``model`` is a fresh meta-device base model (it gets wrapped)."""
-    from peftbench.runs import wrap_peft
+    from peftbench.core.runs import wrap_peft
 
     folder = Path(root) / experiment
     try:

@@ -1,0 +1,105 @@
+"""Math reasoning: fine-tune a causal LM on word problems, score exact-match accuracy.
+
+Embedded default: generated arithmetic problems and a tiny Llama pretrained by the workflow;
+preset: Llama-3.2-3B on MetaMathQA, tested on GSM8K. This module is the task's torch-free spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from peftbench.tasks.math.answers import answers_match
+from peftbench.tasks.spec import Column, PublishedFormat, TaskSpec, TrainingKey
+
+#: Base model folder the task's own rules build for the embedded default.
+EMBEDDED_BASE = "results/math/base_model"
+
+
+def _correctness(item: Mapping[str, Any]) -> float:
+    return float(answers_match(item.get("parsed"), item.get("answer")))
+
+
+def _extra_inputs(cfg: Mapping[str, Any]) -> dict[str, str]:
+    return {"base": EMBEDDED_BASE} if cfg["base_model"]["source"] == "embedded" else {}
+
+
+SPEC = TaskSpec(
+    name="math",
+    title="Math reasoning",
+    description="GSM8K-style word problems: exact-match accuracy of the final answer.",
+    quality=Column(
+        "test_accuracy",
+        "test accuracy",
+        "Share (0-1) of test problems whose parsed final answer equals the reference, with "
+        "greedy decoding.",
+        direction="max",
+        axis_title="Test accuracy",
+        fraction=True,
+    ),
+    quality_description="exact-match accuracy of the final answer, greedy decoding",
+    proportion=True,
+    side_effect=Column(
+        "forgetting",
+        "forgetting",
+        "Held-out loss after minus before fine-tuning (nats per token) on pretraining-style "
+        "text; lower is better, negative means it improved.",
+        direction="min",
+        axis_title="Forgetting (held-out loss increase)",
+    ),
+    valid_curve="valid_accuracy",
+    valid_value="accuracy",
+    item_file="test_predictions.jsonl",
+    item_score=_correctness,
+    columns=(
+        Column(
+            "valid_accuracy_final",
+            "final valid acc.",
+            "Validation accuracy at the last evaluation.",
+            direction="max",
+            axis_title="Final validation accuracy",
+            fraction=True,
+        ),
+        Column(
+            "train_tokens_per_s",
+            "tokens/s",
+            "Non-padding training tokens per second of training time.",
+            direction="max",
+            axis_title="Training throughput (tokens/s)",
+        ),
+    ),
+    metrics=(
+        "test_accuracy",
+        "test_accuracy_ci_low",
+        "test_accuracy_ci_high",
+        "test_correct",
+        "valid_accuracy_final",
+        "train_tokens",
+        "train_tokens_per_s",
+        "heldout_loss_before",
+        "heldout_loss_after",
+        "forgetting",
+    ),
+    training_keys={
+        "max_seq_length": TrainingKey((int,), "training sequences are truncated to this many tokens", "positive"),  # noqa: E501
+        "attn_implementation": TrainingKey((str, type(None)), "passed to from_pretrained"),
+        "query_template": TrainingKey((str,), "prompt template; must contain {query}"),
+        "train_on_prompt": TrainingKey((bool,), "compute the loss on prompt tokens too (the reference does)"),  # noqa: E501
+        "bucket_factor": TrainingKey((int,), "length-bucketing: sort groups of batch_size*bucket_factor samples", "positive"),  # noqa: E501
+        "max_new_tokens": TrainingKey((int,), "greedy generation length limit", "positive"),
+    },
+    published=PublishedFormat(
+        name="metamathqa",
+        metric_keys=frozenset({"test accuracy", "valid accuracy"}),
+        config_keys=frozenset({"generation_kwargs", "query_template"}),
+        quality_key="test accuracy",
+        side_effect_key="forgetting",
+        valid_key="valid accuracy",
+        test_n=1319,  # GSM8K test split
+    ),
+    run_module="peftbench.tasks.math.run",
+    data_module="peftbench.tasks.math.data",
+    meta_model="peftbench.tasks.math.embedded_lm",
+    rules="rules.smk",
+    extra_inputs=_extra_inputs,
+)
