@@ -20,8 +20,8 @@ from peftbench.analysis.aggregate import (  # noqa: E402
     summarize,
     write_summary,
 )
-from peftbench.report.charts import pareto_chart, save_chart  # noqa: E402
 from peftbench.core.workflow import redirect_log  # noqa: E402
+from peftbench.report.charts import pareto_chart, save_chart  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)

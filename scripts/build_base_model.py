@@ -9,8 +9,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from peftbench.tasks.math.embedded_lm import build_embedded_base  # noqa: E402
 from peftbench.core.workflow import redirect_log  # noqa: E402
+from peftbench.tasks.math.embedded_lm import build_embedded_base  # noqa: E402
 
 redirect_log(snakemake)  # noqa: F821
 info = build_embedded_base(

@@ -9,9 +9,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from peftbench.tasks.image.embedded import build_embedded_image_base  # noqa: E402
 from peftbench.core.io import atomic_dir  # noqa: E402
 from peftbench.core.workflow import redirect_log  # noqa: E402
+from peftbench.tasks.image.embedded import build_embedded_image_base  # noqa: E402
 
 redirect_log(snakemake)  # noqa: F821
 with atomic_dir(snakemake.output[0]) as out:  # noqa: F821

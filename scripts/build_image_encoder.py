@@ -10,8 +10,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from peftbench.core.io import atomic_dir  # noqa: E402
-from peftbench.tasks.image.similarity import train_embedded_encoder  # noqa: E402
 from peftbench.core.workflow import redirect_log  # noqa: E402
+from peftbench.tasks.image.similarity import train_embedded_encoder  # noqa: E402
 
 redirect_log(snakemake)  # noqa: F821
 with atomic_dir(snakemake.output[0]) as out:  # noqa: F821

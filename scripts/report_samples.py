@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from peftbench.analysis.aggregate import load_results  # noqa: E402
 from peftbench.core.io import atomic_path  # noqa: E402
-from peftbench.report.pages import samples_page  # noqa: E402
 from peftbench.core.workflow import redirect_log  # noqa: E402
+from peftbench.report.pages import samples_page  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)

@@ -14,6 +14,15 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 import pandas as pd  # noqa: E402
 
 from peftbench.analysis.aggregate import load_results, quality_column, task_metrics  # noqa: E402
+from peftbench.analysis.published import import_published  # noqa: E402
+from peftbench.analysis.summary import (  # noqa: E402
+    SOURCE_THIS_RUN,
+    curves_table,
+    read_summary,
+    table_item_scores,
+)
+from peftbench.core.io import atomic_path  # noqa: E402
+from peftbench.core.workflow import redirect_log  # noqa: E402
 from peftbench.report.charts import (  # noqa: E402
     AXIS_TITLES,
     charts_page_html,
@@ -21,8 +30,6 @@ from peftbench.report.charts import (  # noqa: E402
     save_chart,
     tradeoff_chart,
 )
-from peftbench.core.io import atomic_path  # noqa: E402
-from peftbench.analysis.published import import_published  # noqa: E402
 from peftbench.report.pages import (  # noqa: E402
     AXES,
     chart_caption,
@@ -32,13 +39,6 @@ from peftbench.report.pages import (  # noqa: E402
     multi_objective_table,
     task_frontiers,
 )
-from peftbench.analysis.summary import (  # noqa: E402
-    SOURCE_THIS_RUN,
-    curves_table,
-    read_summary,
-    table_item_scores,
-)
-from peftbench.core.workflow import redirect_log  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)

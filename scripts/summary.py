@@ -10,11 +10,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from peftbench.analysis.aggregate import load_results, provenance_warnings  # noqa: E402
-from peftbench.core.io import atomic_path  # noqa: E402
 from peftbench.analysis.published import import_published  # noqa: E402
-from peftbench.report.pages import environment_page, summary_page  # noqa: E402
 from peftbench.analysis.summary import SOURCE_THIS_RUN, build_summary, write_summary_files  # noqa: E402
+from peftbench.core.io import atomic_path  # noqa: E402
 from peftbench.core.workflow import redirect_log  # noqa: E402
+from peftbench.report.pages import environment_page, summary_page  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from tiny import CONFIG
 
-from peftbench.tasks.math.embedded_lm import build_embedded_base
 from peftbench.tasks.math.data import prepare_data
+from peftbench.tasks.math.embedded_lm import build_embedded_base
 
 
 @pytest.fixture(scope="session")

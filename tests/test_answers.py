@@ -4,7 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from peftbench.tasks.math.answers import answers_match, parse_answer, score, to_number, wilson_interval
+from peftbench.core.stats import wilson_interval
+from peftbench.tasks.math.answers import answers_match, parse_answer, score, to_number
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from factories import make_base_result, make_result
 
-from peftbench.cli import advise, default_summary, main, results_root
 from peftbench.analysis.published import import_published
 from peftbench.analysis.summary import build_summary, read_summary, run_dir, write_summary_files
+from peftbench.cli import advise, default_summary, main, results_root
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "data" / "published"

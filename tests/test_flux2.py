@@ -24,10 +24,15 @@ import torch
 import yaml
 
 from peftbench.core.config import deep_merge
-from peftbench.tasks.image.diffusion import Flux2VaeCodec, flow_matching_loss, generate, load_image_model
 from peftbench.core.experiments import check_adapter_config, discover, effective_params
-from peftbench.tasks.image.data import load_images, prepare_data, split_indices
 from peftbench.core.runs import wrap_peft
+from peftbench.tasks.image.data import load_images, prepare_data, split_indices
+from peftbench.tasks.image.diffusion import (
+    Flux2VaeCodec,
+    flow_matching_loss,
+    generate,
+    load_image_model,
+)
 
 torch.set_num_threads(1)
 
@@ -259,8 +264,8 @@ def test_encode_prompts_matches_pipeline(model, pipe):
 
 
 def test_encode_images_matches_pipeline(model, pipe, data_dir):
-    from peftbench.tasks.image.diffusion import to_pixels
     from peftbench.tasks.image.data import load_manifest
+    from peftbench.tasks.image.diffusion import to_pixels
 
     images = np.stack(load_images(data_dir, load_manifest(data_dir)["instance"][:2]))
     ours = model.encode_images(images)
@@ -333,8 +338,8 @@ def adapted_modules(wrapped) -> set[str]:
 
 
 def test_lora_training_on_tiny_flux2(model, data_dir):
-    from peftbench.tasks.image.data import load_manifest
     from peftbench.core.train import make_optimizer
+    from peftbench.tasks.image.data import load_manifest
 
     manifest = load_manifest(data_dir)
     latents = model.encode_images(np.stack(load_images(data_dir, manifest["instance"])))

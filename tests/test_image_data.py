@@ -13,8 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from peftbench.tasks.image import shapes
 from peftbench.core.config import ConfigError
+from peftbench.tasks.image import shapes
 from peftbench.tasks.image.data import (
     MANIFEST,
     data_hash,

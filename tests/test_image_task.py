@@ -11,8 +11,10 @@ import pytest
 import torch
 import yaml
 
-from peftbench.tasks.image import shapes
 from peftbench.core.config import deep_merge
+from peftbench.core.stats import bootstrap_ci
+from peftbench.tasks.image import shapes
+from peftbench.tasks.image.data import prepare_data
 from peftbench.tasks.image.diffusion import (
     PixelCodec,
     generate,
@@ -23,8 +25,7 @@ from peftbench.tasks.image.diffusion import (
     unpack,
 )
 from peftbench.tasks.image.embedded import build_embedded_image_base
-from peftbench.tasks.image.data import prepare_data
-from peftbench.tasks.image.run import bootstrap_ci, run_experiment
+from peftbench.tasks.image.run import run_experiment
 from peftbench.tasks.image.similarity import SimilarityEncoder, separation, train_embedded_encoder
 
 REPO = Path(__file__).resolve().parent.parent

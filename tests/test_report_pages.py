@@ -12,6 +12,8 @@ import pytest
 from factories import make_base_result, make_result
 from PIL import Image
 
+from peftbench.analysis.published import import_published
+from peftbench.analysis.summary import build_summary, curves_table
 from peftbench.report.charts import (
     charts_page_html,
     learning_curves_chart,
@@ -19,7 +21,6 @@ from peftbench.report.charts import (
     script_json,
     tradeoff_chart,
 )
-from peftbench.analysis.published import import_published
 from peftbench.report.pages import (
     chart_caption,
     configs_page,
@@ -33,7 +34,6 @@ from peftbench.report.pages import (
     summary_page,
     task_frontiers,
 )
-from peftbench.analysis.summary import build_summary, curves_table
 
 FIXTURES = Path(__file__).parent / "data" / "published"
 EVIL_NAME = "<script>alert(1)</script>"

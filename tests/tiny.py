@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from peftbench.tasks.math import run as math_task
 from peftbench.core.config import deep_merge
+from peftbench.tasks.math import run as math_task
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = deep_merge(

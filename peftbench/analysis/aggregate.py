@@ -21,8 +21,8 @@ import jsonschema
 import numpy as np
 import pandas as pd
 
-from peftbench.core.io import atomic_path
 from peftbench.analysis.pareto import pareto_mask
+from peftbench.core.io import atomic_path
 
 SCHEMA_PATH = Path(__file__).parents[1] / "schemas" / "result.schema.json"
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.tasks.math.answers import wilson_interval
-from peftbench.core.config import ConfigError
 from peftbench.analysis.families import method_family
+from peftbench.core.config import ConfigError
+from peftbench.core.stats import wilson_interval
 
 #: Task each published format is imported under (the task of this workflow it compares with).
 FORMAT_TASKS: dict[str, str] = {"metamathqa": "math", "image-gen": "image"}

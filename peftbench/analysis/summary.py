@@ -26,10 +26,10 @@ from peftbench.analysis.aggregate import (
     summarize,
     task_metrics,
 )
-from peftbench.tasks.math.answers import answers_match
 from peftbench.analysis.families import family_order, method_family
-from peftbench.core.io import atomic_path
 from peftbench.analysis.published import PublishedImport
+from peftbench.core.io import atomic_path
+from peftbench.tasks.math.answers import answers_match
 
 SOURCE_THIS_RUN = "this run"
 SOURCE_PUBLISHED = "published"

@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from peftbench.core.config import ConfigError, deep_merge, read_json_object, validate_training_params
+from peftbench.core.config import (
+    ConfigError,
+    deep_merge,
+    read_json_object,
+    validate_training_params,
+)
 
 ADAPTER_CONFIG = "adapter_config.json"
 TRAINING_PARAMS = "training_params.json"

@@ -16,8 +16,8 @@ import pandas as pd
 import vl_convert as vlc
 
 from peftbench.analysis.aggregate import BASE_METHOD, ci_columns
-from peftbench.core.io import atomic_path
 from peftbench.analysis.pareto import METRIC_DIRECTIONS, Direction, frontier_line
+from peftbench.core.io import atomic_path
 
 #: Human-readable axis titles of summary columns; other columns use their own name.
 AXIS_TITLES: dict[str, str] = {

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from peftbench.analysis.aggregate import BASE_METHOD, ci_columns, quality_column, task_metrics
-from peftbench.report.charts import interval_text, method_key, page_html
 from peftbench.analysis.families import FAMILIES, FAMILY_DESCRIPTIONS, method_colors
 from peftbench.analysis.pareto import PROPORTION_QUALITIES, pareto_rank, quality_frontier
 from peftbench.analysis.published import PublishedImport
 from peftbench.analysis.summary import SOURCE_PUBLISHED, SOURCES, families_of
+from peftbench.report.charts import interval_text, method_key, page_html
 
 #: Cost axes of the report's trade-off charts: short name -> summary column.
 AXES: dict[str, str] = {

@@ -117,9 +117,7 @@ class TaskSpec:
     rules: str = ""
     #: Inputs of a training job beyond the prepared data: name -> path, from the task's config
     #: section (e.g. the embedded base model the task's own rules build).
-    extra_inputs: Callable[[Mapping[str, Any]], dict[str, str]] = field(
-        default=lambda cfg: {}
-    )
+    extra_inputs: Callable[[Mapping[str, Any]], dict[str, str]] = field(default=lambda cfg: {})
 
     @property
     def ci_columns(self) -> tuple[str, str]:

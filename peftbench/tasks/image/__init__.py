@@ -99,8 +99,12 @@ SPEC = TaskSpec(
     ),
     training_keys={
         "num_inference_steps": TrainingKey((int,), "sampler steps per generated image", "positive"),  # noqa: E501
-        "guidance_scale": TrainingKey((float, int), "classifier-free guidance scale (<= 1: no guidance)", "non_negative"),  # noqa: E501
-        "test_repeats": TrainingKey((int,), "images generated per test prompt, each from new noise", "positive"),  # noqa: E501
+        "guidance_scale": TrainingKey(
+            (float, int), "classifier-free guidance scale (<= 1: no guidance)", "non_negative"
+        ),  # noqa: E501
+        "test_repeats": TrainingKey(
+            (int,), "images generated per test prompt, each from new noise", "positive"
+        ),  # noqa: E501
     },
     samples_file="samples.png",
     published=PublishedFormat(

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from peftbench.tasks.image import shapes
 from peftbench.core.config import ConfigError, file_hash
 from peftbench.core.io import write_json
+from peftbench.tasks.image import shapes
 
 MANIFEST = "manifest.json"
 

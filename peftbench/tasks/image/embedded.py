@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from peftbench.core.io import write_json
 from peftbench.tasks.image import shapes
 from peftbench.tasks.image.diffusion import (
     MODEL_INFO,
@@ -26,7 +27,6 @@ from peftbench.tasks.image.diffusion import (
     generate,
     to_uint8,
 )
-from peftbench.core.io import write_json
 
 SPECIAL = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
 

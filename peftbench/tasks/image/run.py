@@ -27,16 +27,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from peftbench.tasks.image.diffusion import (
-    ImageModel,
-    codec_on_device,
-    flow_matching_loss,
-    generate,
-    load_image_model,
-    offload_codec,
-    to_uint8,
-)
-from peftbench.tasks.image.data import data_hash, load_images, load_manifest
 from peftbench.core.io import atomic_path, write_jsonl
 from peftbench.core.memory import MemoryTracker
 from peftbench.core.runs import (
@@ -48,7 +38,7 @@ from peftbench.core.runs import (
     torch_dtype,
     wrap_peft,
 )
-from peftbench.tasks.image.similarity import load_encoder
+from peftbench.core.stats import bootstrap_ci
 from peftbench.core.train import (
     NonFiniteLossError,
     TrainStats,
@@ -57,6 +47,17 @@ from peftbench.core.train import (
     make_scheduler,
     record_peak,
 )
+from peftbench.tasks.image.data import data_hash, load_images, load_manifest
+from peftbench.tasks.image.diffusion import (
+    ImageModel,
+    codec_on_device,
+    flow_matching_loss,
+    generate,
+    load_image_model,
+    offload_codec,
+    to_uint8,
+)
+from peftbench.tasks.image.similarity import load_encoder
 
 #: Seeds of the evaluation noise: test, validation and sample images share one stream, drift
 #: images have their own, so base and fine-tuned images pair up. They are the published
@@ -74,14 +75,6 @@ IMAGE_METRICS = {
     "generation_time_s": None,
     "train_samples": None,
 }
-
-
-def bootstrap_ci(values: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean of ``values``."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return float(low), float(high)
 
 
 def generate_images(model: ImageModel, embeds: torch.Tensor, negative: torch.Tensor,

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from peftbench.tasks.image import shapes
 from peftbench.core.io import write_json
+from peftbench.tasks.image import shapes
 
 LABELS = ["shape", "color", "color2", "pattern", "background"]
 

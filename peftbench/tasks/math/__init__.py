@@ -81,11 +81,17 @@ SPEC = TaskSpec(
         "forgetting",
     ),
     training_keys={
-        "max_seq_length": TrainingKey((int,), "training sequences are truncated to this many tokens", "positive"),  # noqa: E501
+        "max_seq_length": TrainingKey(
+            (int,), "training sequences are truncated to this many tokens", "positive"
+        ),  # noqa: E501
         "attn_implementation": TrainingKey((str, type(None)), "passed to from_pretrained"),
         "query_template": TrainingKey((str,), "prompt template; must contain {query}"),
-        "train_on_prompt": TrainingKey((bool,), "compute the loss on prompt tokens too (the reference does)"),  # noqa: E501
-        "bucket_factor": TrainingKey((int,), "length-bucketing: sort groups of batch_size*bucket_factor samples", "positive"),  # noqa: E501
+        "train_on_prompt": TrainingKey(
+            (bool,), "compute the loss on prompt tokens too (the reference does)"
+        ),  # noqa: E501
+        "bucket_factor": TrainingKey(
+            (int,), "length-bucketing: sort groups of batch_size*bucket_factor samples", "positive"
+        ),  # noqa: E501
         "max_new_tokens": TrainingKey((int,), "greedy generation length limit", "positive"),
     },
     published=PublishedFormat(

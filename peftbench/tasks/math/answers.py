@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from fractions import Fraction
 
@@ -12,7 +11,6 @@ __all__ = [
     "parse_answer",
     "score",
     "to_number",
-    "wilson_interval",
 ]
 
 # Priority order matters: the colon variants come first so that "The answer is: 5" yields "5"
@@ -155,23 +153,3 @@ def score(predictions: list[str], references: list[str]) -> tuple[int, int]:
         for pred, ref in zip(predictions, references, strict=True)
     )
     return correct, len(references)
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% for the default ``z``).
-
-    Returns ``(0.0, 1.0)`` when ``n == 0``: no evidence either way.
-    """
-    if n < 0 or not 0 <= correct <= n:
-        raise ValueError(f"need 0 <= correct <= n, got correct={correct}, n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    # At p == 0 or 1 the bound is exactly 0/1 analytically, but rounding can land on either side.
-    lo = 0.0 if correct == 0 else max(0.0, center - half)
-    hi = 1.0 if correct == n else min(1.0, center + half)
-    return lo, hi

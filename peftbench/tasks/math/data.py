@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftbench.tasks.math import mathgen
 from peftbench.core.config import file_hash
 from peftbench.core.io import read_jsonl, write_json, write_jsonl
+from peftbench.tasks.math import mathgen
 
 DATA_FILES = ["train.jsonl", "valid.jsonl", "test.jsonl", "heldout.jsonl"]
 

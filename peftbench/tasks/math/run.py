@@ -12,11 +12,8 @@ from typing import Any
 
 import torch
 
-from peftbench.tasks.math import answers
 from peftbench.core.config import file_hash
-from peftbench.tasks.math.evaluate import greedy_generate, heldout_loss
 from peftbench.core.io import read_jsonl, write_jsonl
-from peftbench.tasks.math.data import data_hash
 from peftbench.core.memory import MemoryTracker
 from peftbench.core.runs import (
     BASE_METHOD,
@@ -27,7 +24,11 @@ from peftbench.core.runs import (
     torch_dtype,
     wrap_peft,
 )
+from peftbench.core.stats import wilson_interval
 from peftbench.core.train import TrainStats, encode, encode_rows, train
+from peftbench.tasks.math import answers
+from peftbench.tasks.math.data import data_hash
+from peftbench.tasks.math.evaluate import greedy_generate, heldout_loss
 
 
 def load_base(
@@ -192,7 +193,7 @@ def _run(
     correct, n, outputs = accuracy(model, tokenizer, test_rows, params, device)
     metrics["eval_time_s"] = time.perf_counter() - t0
     metrics["eval_memory_peak_bytes"], metrics["eval_memory_allocated_peak_bytes"] = tracker.peak()
-    low, high = answers.wilson_interval(correct, n)
+    low, high = wilson_interval(correct, n)
     metrics.update(
         test_accuracy=correct / n,
         test_accuracy_ci_low=low,
