@@ -8,40 +8,23 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 
-from peftbench.core.config import ConfigError, file_hash  # noqa: E402
+from peftbench.core import codehash  # noqa: E402
+from peftbench.core.config import ConfigError  # noqa: E402
 from peftbench.core import experiments as exps  # noqa: E402
 
 validate(config, "../config/schemas/config.schema.yaml")
 
-# The package code each rule family's outputs depend on. Its hash is a rule parameter, so changing
-# that code (or the installed libraries below) makes Snakemake rerun the affected jobs; see README.
+# What each rule family runs: its entry script and, for training, the task's run module. The hash
+# of their import closure (peftbench.core.codehash) is a rule parameter, so changing any module a
+# job imports (or the installed libraries below) makes Snakemake rerun exactly those jobs.
 CODE = {
-    "data": ["mathgen", "loaders", "math_data", "answers", "io"],
-    "base": ["embedded_lm", "train", "memory", "io"],
-    "train": [
-        "math_task",
-        "runs",
-        "train",
-        "evaluate",
-        "memory",
-        "answers",
-        "config",
-        "io",
-    ],
-    "image_data": ["shapes", "image_data", "loaders", "config", "io"],
-    "image_base": ["shapes", "embedded_diffusion", "diffusion", "io"],
-    "image_encoder": ["shapes", "similarity", "io"],
-    "image_train": [
-        "image_task",
-        "diffusion",
-        "similarity",
-        "image_data",
-        "runs",
-        "train",
-        "memory",
-        "config",
-        "io",
-    ],
+    "data": ["scripts/prepare_math_data.py"],
+    "base": ["scripts/build_base_model.py"],
+    "train": ["scripts/train_experiment.py", "peftbench.tasks.math.run"],
+    "image_data": ["scripts/prepare_image_data.py"],
+    "image_base": ["scripts/build_image_base.py"],
+    "image_encoder": ["scripts/build_image_encoder.py"],
+    "image_train": ["scripts/train_experiment.py", "peftbench.tasks.image.run"],
 }
 LIBRARIES = ["torch", "transformers", "peft", "tokenizers", "datasets", "diffusers"]
 
@@ -53,8 +36,11 @@ wildcard_constraints:
 
 
 def code_hash(family):
-    return file_hash(
-        [Path(workflow.basedir) / "peftbench" / f"{m}.py" for m in CODE[family]]
+    return codehash.code_hash(
+        [
+            entry if entry.startswith("peftbench.") else Path(workflow.basedir) / entry
+            for entry in CODE[family]
+        ]
     )
 
 

@@ -2,8 +2,10 @@
 # and tables per task, effective configs and environment, and the sample images of the tasks
 # whose runs write them. Outputs flagged report(...) make up
 # `snakemake --report results/report.html`; captions live in rules/captions/.
-from peftbench.core.config import file_hash  # noqa: E402
-from peftbench.analysis.published import configured_files, configured_folders  # noqa: E402
+from peftbench.analysis.published import (
+    configured_files,
+    configured_folders,
+)  # noqa: E402
 from peftbench.report.pages import SAMPLE_TASKS  # noqa: E402
 
 
@@ -11,20 +13,10 @@ report: "captions/workflow.rst"
 
 
 # The package code the report outputs depend on: a rule parameter, so editing it reruns them.
-REPORT_CODE_HASH = file_hash(
+REPORT_CODE_HASH = codehash.code_hash(
     [
-        Path(workflow.basedir) / "peftbench" / f"{module}.py"
-        for module in [
-            "aggregate",
-            "answers",
-            "charts",
-            "families",
-            "io",
-            "pareto",
-            "published",
-            "report",
-            "summary",
-        ]
+        Path(workflow.basedir) / "scripts" / f"{script}.py"
+        for script in ["aggregate", "summary", "report_task", "report_samples"]
     ]
 )
 # config published: task -> folder of published result files. Every file is an input, so adding,
