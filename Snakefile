@@ -8,18 +8,17 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# Config checks, the task registry (with config task_packages) and the helpers of every rule.
 include: "rules/common.smk"
+# The generic rules, with the task as a wildcard: data preparation and training.
+include: "rules/train.smk"
 
 
-# A task's rules exist only when it runs, so a math-only run never builds the image models.
-if "math" in config["tasks"]:
+# A task's own rules (its spec's `rules`: embedded base models, encoders) exist only when it
+# runs, so a math-only run never builds the image models.
+for task_rules in [task_folder(t) / s.rules for t, s in SPECS.items() if s.rules]:
 
-    include: "rules/math.smk"
-
-
-if "image" in config["tasks"]:
-
-    include: "rules/image.smk"
+    include: task_rules
 
 
 include: "rules/report.smk"

@@ -15,16 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis.aggregate import ci_columns, quality_column
-from peftbench.analysis.pareto import quality_frontier
+from peftbench.analysis.noise import Bootstrap, task_frontier
 from peftbench.analysis.summary import (
     SOURCE_PUBLISHED,
     SOURCE_THIS_RUN,
     read_summary,
     table_item_scores,
 )
-
-_QUALITY_NAMES = {"test_accuracy": "test accuracy", "similarity": "similarity"}
+from peftbench.tasks import registry
 
 
 def default_summary(task: str, root: Path | str = "results") -> Path:
@@ -61,10 +59,12 @@ def advise(
     ``train_memory_gb`` <= ``max_memory_gb`` and, when given, ``train_time_min`` <=
     ``max_time_min``), over quality (max), memory (min) and, with a time budget, time (min).
     Returns ``(frontier, all_experiments, notes)``: the frontier rows of
-    :func:`peftbench.analysis.pareto.frontier_probability` (best quality first), every experiment of
-    the task and source with its frontier columns, and notes on what was left out and why.
+    :func:`peftbench.analysis.noise.frontier_probability` (best quality first), every
+    experiment of the task and source with its frontier columns, and notes on what was left
+    out and why.
     """
-    quality = quality_column(task)
+    spec = registry.get(task)
+    quality = spec.quality.name
     rows = summary[(summary["task"] == task) & (summary["source"] == source)]
     notes: list[str] = []
     if rows.empty:
@@ -94,14 +94,12 @@ def advise(
     if candidates.empty:
         return pd.DataFrame(), pd.DataFrame(), notes
     objectives = {quality: "max", **{column: "min" for column in budget}}
-    table = quality_frontier(
+    table = task_frontier(
         candidates,
         objectives,
-        quality,
+        spec,
         {k: v for k, v in (items or {}).items() if k in candidates.index},
-        n_boot=n_boot,
-        seed=seed,
-        threshold=threshold,
+        Bootstrap(n_boot=n_boot, seed=seed, threshold=threshold),
     )
     families = ok.groupby("experiment")["family"].first()
     table = table.join(families, on="experiment")
@@ -120,7 +118,7 @@ def _noise_text(frontier: pd.DataFrame, name: str) -> str:
         return f"{items} test items (paired across methods) and seeds"
     models = set(frontier["noise"])
     if "binomial" in models:
-        return "the binomial noise of each accuracy (no per-item scores found)"
+        return f"the binomial noise of each {name} (no per-item scores found)"
     if "normal" in models:
         return f"each run's stored 95% interval of its {name} (no per-item scores found)"
     return "seeds only (no per-item scores or intervals found)"
@@ -139,8 +137,8 @@ def format_advice(
     threshold: float = 0.95,
 ) -> str:
     """The advice as plain text: a header, one line per frontier method, notes."""
-    quality = quality_column(task)
-    name = _QUALITY_NAMES.get(quality, quality)
+    spec = registry.get(task)
+    quality, name = spec.quality.name, spec.quality.title
     budget = f"training memory <= {max_memory_gb:g} GB"
     if max_time_min is not None:
         budget += f" and training time <= {max_time_min:g} min"
@@ -192,7 +190,7 @@ def format_advice(
                 "this test set can tell, as good: the extra cost may buy nothing."
             )
     if reference is not None and not pd.isna(reference.get(quality)):
-        low, high = (reference.get(column) for column in ci_columns(quality))
+        low, high = (reference.get(column) for column in spec.ci_columns)
         interval = f" [{_fmt(low)}, {_fmt(high)}]" if not pd.isna(low) and not pd.isna(high) else ""
         lines.append(
             f"Reference: {reference['experiment']} (no fine-tuning): {name} "
@@ -238,7 +236,7 @@ def _advise_command(args: argparse.Namespace) -> int:
     reference = None
     if not base.empty:
         reference = base.iloc[0].copy()
-        quality = quality_column(args.task)
+        quality = registry.get(args.task).quality.name
         reference[quality] = float(np.nanmean(base[quality].to_numpy(dtype=float)))
     print(
         format_advice(
@@ -266,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and, with --max-time-min, time down) that fit the budget, best first, with 95%% "
         "bootstrap intervals and whether each lead over the next method is within noise.",
     )
-    advise_parser.add_argument("--task", required=True, help="task name, e.g. math or image")
+    tasks = registry.known()
+    advise_parser.add_argument(
+        "--task", required=True, help=f"task name ({', '.join(s.name for s in tasks)})"
+    )
     advise_parser.add_argument(
         "--max-memory-gb", type=float, required=True, help="training memory budget (GB = 1e9 B)"
     )
@@ -282,9 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     advise_parser.add_argument(
         "--results-dir",
         default=None,
-        help="folder with <task>/runs/.../test_predictions.jsonl (math) or "
-        "test_similarity.jsonl (image) for per-item intervals (default: found next to the "
-        "summary)",
+        help="folder with <task>/runs/.../<item file> for per-item intervals ("
+        + ", ".join(f"{s.name}: {s.item_file}" for s in tasks)
+        + "; default: found next to the summary)",
     )
     advise_parser.add_argument(
         "--source",

@@ -1,8 +1,8 @@
-"""Snakemake entry point: summary table and Pareto chart of one task (rule <task>_aggregate).
+"""Snakemake entry point (rule aggregate): one task's summary table and its Pareto chart.
 
-Params: ``title`` of the chart, and ``quality``, the summary column drawn on its y axis (math:
-test_accuracy, image: similarity); without it, the task's quality column. The task is the
-folder of the summary output, ``results/<task>/summary.csv``.
+``results/<task>/summary.csv`` (one row per run) and ``results/<task>/pareto.html`` / ``.png``:
+the task's quality against training memory with the noise-aware frontier, drawn by the same
+chart as the report. Params: ``title`` of the chart.
 """
 
 import os
@@ -16,22 +16,40 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 from peftbench.analysis.aggregate import (  # noqa: E402
     load_results,
     provenance_warnings,
-    quality_column,
     summarize,
     write_summary,
 )
-from peftbench.core.workflow import redirect_log  # noqa: E402
-from peftbench.report.charts import pareto_chart, save_chart  # noqa: E402
+from peftbench.analysis.summary import normalize, table_item_scores  # noqa: E402
+from peftbench.analysis.tables import AXES, experiment_frontier  # noqa: E402
+from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402
+from peftbench.report.captions import chart_caption  # noqa: E402
+from peftbench.report.charts import frontier_chart, legend_colors  # noqa: E402
+from peftbench.report.embed import save_chart  # noqa: E402
+from peftbench.tasks import registry  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)
-task = Path(sm.output.summary).parent.name
-quality = sm.params.get("quality") or quality_column(task)
+register_task_packages(sm)  # tasks outside the package (config task_packages)
+task = sm.wildcards.task
+spec = registry.get(task)
 table = summarize(load_results(sm.input))
 for warning in provenance_warnings(table):
     print(f"WARNING: {warning}")
 write_summary(table, sm.output.summary)
-save_chart(pareto_chart(table, y=quality, title=sm.params.title), sm.output.html, sm.output.png)
+
+rows = normalize(table)  # with family and source, as the report's frontier reads them
+# results/<task>/summary.csv: the run folders are below results/<task>/runs.
+items = table_item_scores(rows, Path(sm.output.summary).parent.parent)
+frontier = experiment_frontier(rows, AXES["memory"], spec, items)
+chart = frontier_chart(
+    frontier,
+    AXES["memory"],
+    spec.quality.name,
+    legend_colors(rows),
+    f"{spec.title}: {spec.quality.axis} vs. training peak memory",
+)
+caption = chart_caption("memory", task)
+save_chart(chart, sm.output.html, sm.output.png, caption_html=caption)
 failed = table[table["status"] == "failed"]
 print(f"{len(table)} results, {len(failed)} failed")
 for row in failed.itertuples():

@@ -15,7 +15,7 @@ from peftbench.tasks.math.embedded_lm import build_embedded_base  # noqa: E402
 redirect_log(snakemake)  # noqa: F821
 info = build_embedded_base(
     snakemake.params.model["embedded"],  # noqa: F821
-    Path(snakemake.input[0]).parent,  # noqa: F821
+    Path(snakemake.input[0]),  # noqa: F821
     Path(snakemake.output[0]),  # noqa: F821
     snakemake.threads,  # noqa: F821
 )

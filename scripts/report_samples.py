@@ -1,7 +1,8 @@
 """Snakemake entry point (rule report_samples): one task's page of embedded sample grids.
 
-The inputs are the runs' result.json files; each run's ``samples.png`` sits next to its
-result.json and is read when present (a failed run has none, so it cannot be an input).
+The inputs are the runs' result.json files; each run's sample grid (the task spec's
+``samples_file``) sits next to its result.json and is read when present (a failed run has
+none, so it cannot be an input).
 """
 
 import sys
@@ -11,11 +12,12 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from peftbench.analysis.aggregate import load_results  # noqa: E402
 from peftbench.core.io import atomic_path  # noqa: E402
-from peftbench.core.workflow import redirect_log  # noqa: E402
-from peftbench.report.pages import samples_page  # noqa: E402
+from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402
+from peftbench.report.pages_samples import samples_page  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)
+register_task_packages(sm)  # tasks outside the package (config task_packages)
 task = sm.wildcards.task
 results = load_results(sm.input.results)
 runs = [(result, Path(path).parent) for result, path in zip(results, sm.input.results, strict=True)]

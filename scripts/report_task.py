@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from peftbench.analysis.aggregate import load_results, quality_column, task_metrics  # noqa: E402
+from peftbench.analysis.aggregate import load_results  # noqa: E402
+from peftbench.analysis.glossary import axis_title  # noqa: E402
 from peftbench.analysis.published import import_published  # noqa: E402
 from peftbench.analysis.summary import (  # noqa: E402
     SOURCE_THIS_RUN,
@@ -21,32 +22,25 @@ from peftbench.analysis.summary import (  # noqa: E402
     read_summary,
     table_item_scores,
 )
+from peftbench.analysis.tables import AXES, multi_objective_table, task_frontiers  # noqa: E402
 from peftbench.core.io import atomic_path  # noqa: E402
-from peftbench.core.workflow import redirect_log  # noqa: E402
-from peftbench.report.charts import (  # noqa: E402
-    AXIS_TITLES,
-    charts_page_html,
-    learning_curves_chart,
-    save_chart,
-    tradeoff_chart,
-)
-from peftbench.report.pages import (  # noqa: E402
-    AXES,
-    chart_caption,
-    configs_page,
-    frontier_page,
-    legend_colors,
-    multi_objective_table,
-    task_frontiers,
-)
+from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402
+from peftbench.report.captions import chart_caption  # noqa: E402
+from peftbench.report.charts import frontier_chart, learning_curves_chart, legend_colors  # noqa: E402
+from peftbench.report.embed import charts_page_html, save_chart  # noqa: E402
+from peftbench.report.pages import configs_page  # noqa: E402
+from peftbench.report.pages_frontier import frontier_page  # noqa: E402
+from peftbench.tasks import registry  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)
+register_task_packages(sm)  # tasks outside the package (config task_packages)
 task = sm.wildcards.task
 summary = read_summary(sm.input.summary)
 results = load_results(sm.input.results)
 published = import_published(sm.params.published)
-quality = quality_column(task)
+spec = registry.get(task)
+quality = spec.quality.name
 colors = legend_colors(summary)
 task_rows = summary[summary["task"] == task]
 # results/<task>/runs/... sits two levels above the task folder's runs.
@@ -57,8 +51,8 @@ print(f"per-item scores for {len(items)} of {len(task_rows)} rows")
 frontiers = task_frontiers(summary, task, items)
 sections = []
 for axis, column in AXES.items():
-    title = f"{task}: {AXIS_TITLES.get(quality, quality)} vs {AXIS_TITLES[column]}"
-    chart = tradeoff_chart(frontiers[axis], column, quality, colors, title)
+    title = f"{task}: {axis_title(quality)} vs {axis_title(column)}"
+    chart = frontier_chart(frontiers[axis], column, quality, colors, title)
     caption = chart_caption(axis, task)
     save_chart(
         chart,
@@ -71,7 +65,7 @@ for axis, column in AXES.items():
 curves = curves_table(results, published)
 curves = curves[(curves["task"] == task) & (curves["source"] == SOURCE_THIS_RUN)]
 title = f"{task}: learning curves (this run)"
-validation_title = AXIS_TITLES[task_metrics(task).valid_curve]
+validation_title = f"Validation {spec.valid_value}"
 chart = learning_curves_chart(curves, colors, title, validation_title=validation_title)
 caption = chart_caption("curves", task)
 save_chart(

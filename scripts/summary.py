@@ -13,11 +13,13 @@ from peftbench.analysis.aggregate import load_results, provenance_warnings  # no
 from peftbench.analysis.published import import_published  # noqa: E402
 from peftbench.analysis.summary import SOURCE_THIS_RUN, build_summary, write_summary_files  # noqa: E402
 from peftbench.core.io import atomic_path  # noqa: E402
-from peftbench.core.workflow import redirect_log  # noqa: E402
-from peftbench.report.pages import environment_page, summary_page  # noqa: E402
+from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402
+from peftbench.report.environment import environment_page  # noqa: E402
+from peftbench.report.pages import summary_page  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)
+register_task_packages(sm)  # tasks outside the package (config task_packages)
 results = load_results(sm.input.results)
 published = import_published(sm.params.published)
 for warning in published.warnings:

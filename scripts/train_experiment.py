@@ -1,7 +1,8 @@
-"""Snakemake entry point: train and evaluate one experiment x seed (rules math_train, image_train).
+"""Snakemake entry point: train and evaluate one experiment x seed of any task (rule train).
 
-A failure inside the run is recorded in result.json (status "failed") and the job still exits 0,
-so the other experiments and the aggregation go on.
+The task's spec names its run module; this script builds the run's context and hands it over, so
+it never names a task. A failure inside the run is recorded in result.json (status "failed") and
+the job still exits 0, so the other experiments and the aggregation go on.
 """
 
 import os
@@ -12,35 +13,30 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from peftbench.core.workflow import redirect_log  # noqa: E402
+from peftbench.core.runs import RunContext  # noqa: E402
+from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402
+from peftbench.tasks import registry  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)
-task = sm.rule.removesuffix("_train")
-experiment_dir = Path(sm.params.experiments_dir) / sm.wildcards.method / sm.wildcards.name
-common = dict(
+register_task_packages(sm)
+task = sm.wildcards.task
+spec = registry.get(task)
+task_cfg = sm.params.task_cfg
+experiment_dir = Path(task_cfg["experiments_dir"]) / sm.wildcards.method / sm.wildcards.name
+# Every named input but the experiment's own files: the data folder and the spec's extras.
+inputs = {key: Path(value) for key, value in sm.input.items() if key != "experiment"}
+ctx = RunContext(
     task=task,
     method=sm.wildcards.method,
     name=sm.wildcards.name,
     seed=int(sm.wildcards.seed),
     exp_dir=experiment_dir if experiment_dir.is_dir() else None,
     params=sm.params.training,
-    model_cfg=sm.params.model,
-    base_dir=Path(sm.input.base) if sm.input.base else None,
+    task_cfg=task_cfg,
+    inputs=inputs,
     out_dir=Path(sm.output.result).parent,
     threads=sm.threads,
 )
-if task == "image":
-    from peftbench.tasks.image.run import run_experiment
-
-    result = run_experiment(
-        **common,
-        encoder_cfg=sm.params.encoder,
-        encoder_dir=Path(sm.input.encoder) if sm.input.encoder else None,
-        data_dir=Path(sm.input.data),
-    )
-else:
-    from peftbench.tasks.math.run import run_experiment
-
-    result = run_experiment(**common, data_dir=Path(sm.input.data[0]).parent)
+result = registry.import_module(spec.run_module, task).run_experiment(ctx)
 print(f"status: {result['status']}", result["error"] or "")

@@ -8,10 +8,10 @@ import pytest
 from factories import make_base_result, make_result
 
 from peftbench.analysis.aggregate import (
-    SUMMARY_COLUMNS,
     load_results,
     provenance_warnings,
     summarize,
+    summary_columns,
     validate_result,
     write_summary,
 )
@@ -95,7 +95,7 @@ def test_load_results_invalid_json(tmp_path):
 
 def test_summarize_columns_units_and_order():
     df = summarize([*three_results(), make_base_result(test_accuracy=0.2)])
-    assert list(df.columns) == SUMMARY_COLUMNS
+    assert list(df.columns) == summary_columns()
     assert len(df) == 4
     # Base first, then accuracy descending, failed (NaN accuracy) last.
     assert df["experiment"].tolist() == [
@@ -171,7 +171,7 @@ def test_summarize_base_without_training_not_on_frontier():
 
 def test_summarize_empty():
     df = summarize([])
-    assert list(df.columns) == SUMMARY_COLUMNS
+    assert list(df.columns) == summary_columns()
     assert df.empty
 
 
@@ -198,7 +198,7 @@ def test_write_summary_atomic(tmp_path):
     write_summary(df, csv_path)
     assert [p.name for p in csv_path.parent.iterdir()] == ["summary.csv"]
     back = pd.read_csv(csv_path)
-    assert list(back.columns) == SUMMARY_COLUMNS
+    assert list(back.columns) == summary_columns()
     assert back["experiment"].tolist() == df["experiment"].tolist()
     # Counts are written as integers even though the failed row has none.
     assert "2000000.0" not in csv_path.read_text()
@@ -264,7 +264,7 @@ def test_image_results_validate_and_schema_checks_image_fields():
 
 def test_summarize_mixed_tasks_each_frontier_on_its_own_quality():
     df = summarize([*three_results(), *image_results()])
-    assert list(df.columns) == SUMMARY_COLUMNS
+    assert list(df.columns) == summary_columns()
     for column in ("similarity", "similarity_ci_low", "drift", "generation_time_min"):
         assert df[column].dtype == "float64"
     assert df["train_samples"].dtype == "Int64"
@@ -300,6 +300,26 @@ def test_write_summary_image_counts_are_integers(tmp_path):
     path = tmp_path / "summary.csv"
     write_summary(summarize(image_results()), path)
     back = pd.read_csv(path)
-    assert list(back.columns) == SUMMARY_COLUMNS
+    assert list(back.columns) == summary_columns()
     assert "800.0" not in path.read_text()
     assert back.set_index("experiment").loc["lora/r8", "train_samples"] == 800
+
+
+def test_mixed_cpu_numerics_warn():
+    """Runs whose CPU kernels or BLAS settings differ may differ in every digit (issue 11)."""
+    results = three_results()
+    for result, key in zip(
+        results, ["AVX2/mkl/unpinned/threads=1", "AVX512/mkl/unpinned/threads=1"] * 2, strict=False
+    ):  # noqa: E501
+        result["provenance"]["hardware"] = {"numerics": {"key": key}}
+    table = summarize(results)
+    assert set(table["cpu_numerics"].dropna()) == {
+        "AVX2/mkl/unpinned/threads=1",
+        "AVX512/mkl/unpinned/threads=1",
+    }
+    warnings = provenance_warnings(table)
+    assert len(warnings) == 1 and "cpu_numerics" in warnings[0] and "AVX512" in warnings[0]
+    # Unrecorded numerics (older results, published rows) never warn on their own.
+    for result in results:
+        result["provenance"]["hardware"] = {}
+    assert provenance_warnings(summarize(results)) == []

@@ -11,8 +11,10 @@ import yaml
 from wfutil import copy_workflow, snakemake
 
 from peftbench.core import experiments as exps
-from peftbench.core.config import ConfigError, deep_merge
-from peftbench.core.validate import check_experiment, meta_model
+from peftbench.core.config import ConfigError, deep_merge, training_table
+from peftbench.core.validate import check_experiment
+from peftbench.tasks import registry
+from peftbench.tasks.math.embedded_lm import build_meta_model
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = yaml.safe_load((Path(__file__).parent / "bad_inputs/cases.yaml").read_text())
@@ -21,6 +23,7 @@ MATH = deep_merge(
     yaml.safe_load((REPO / "config/test.yaml").read_text()),
 )["math"]
 DEFAULTS = MATH["training"]
+TABLE = training_table(registry.get("math").training_keys)
 
 
 def by_stage(stage: str) -> list[dict]:
@@ -37,7 +40,7 @@ def write_files(root: Path, files: dict[str, str]) -> str:
 def dag_problems(root: Path, experiment: str) -> str:
     problems = exps.check_adapter_config(root, experiment)
     try:
-        exps.effective_params(DEFAULTS, root, experiment)
+        exps.effective_params(DEFAULTS, root, experiment, TABLE)
     except ConfigError as exc:
         problems.append(str(exc))
     return "\n".join(problems)
@@ -60,8 +63,8 @@ def test_dag_stage_case(case, tmp_path):
 def test_model_stage_case(case, tmp_path):
     experiment = write_files(tmp_path, case["files"])
     assert dag_problems(tmp_path, experiment) == "", "only the model can tell"
-    model = meta_model(MATH["base_model"])
-    text = "\n".join(check_experiment(model, tmp_path, experiment, DEFAULTS))
+    model = build_meta_model(MATH)
+    text = "\n".join(check_experiment(model, tmp_path, experiment, DEFAULTS, TABLE))
     for expected in case["expect"]:
         assert expected in text, text
 

@@ -1,4 +1,5 @@
-"""Tests of the Pareto chart and its offline HTML / PNG output."""
+"""Tests of the frontier chart (results/<task>/pareto.* and the report) and its offline HTML /
+PNG output, on per-experiment frontier tables built from summaries."""
 
 import re
 
@@ -7,7 +8,12 @@ import pytest
 from factories import make_base_result, make_result
 
 from peftbench.analysis.aggregate import summarize
-from peftbench.report.charts import pareto_chart, save_chart
+from peftbench.analysis.noise import Bootstrap
+from peftbench.analysis.summary import normalize
+from peftbench.analysis.tables import experiment_frontier
+from peftbench.report.charts import frontier_chart, interval_text, legend_colors, method_key
+from peftbench.report.embed import save_chart
+from peftbench.tasks import registry
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -42,27 +48,41 @@ def summary():
     )
 
 
+def chart_of(summary, x="train_memory_gb", title="t", task="math"):
+    """The frontier chart of ``x`` over a per-run summary, as scripts/aggregate.py draws it;
+    also returns the frontier table it drew."""
+    rows = normalize(summary)
+    table = experiment_frontier(rows, x, registry.get(task), options=Bootstrap(n_boot=200))
+    quality = registry.get(task).quality.name
+    return frontier_chart(table, x, quality, legend_colors(rows), title), table
+
+
 def chart_rows(chart):
     """All data rows embedded in a chart's spec."""
     spec = chart.to_dict()
     return [row for rows in spec["datasets"].values() for row in rows]
 
 
-def test_pareto_chart_data_and_frontier(summary):
-    chart = pareto_chart(summary, title="Math: accuracy vs memory")
+def test_frontier_chart_data_and_frontier(summary):
+    chart, table = chart_of(summary, title="Math: accuracy vs memory")
     assert isinstance(chart, alt.TopLevelMixin)
     spec = chart.to_dict()
-    assert spec["title"] == "Math: accuracy vs memory"
+    assert spec["title"]["text"] == "Math: accuracy vs memory"
     rows = {row["experiment"]: row for row in chart_rows(chart)}
     # Failed rows and rows without x are left out; the base is kept as a reference line.
     assert set(rows) == {"base/no-finetuning", "lora/r8", "lora/r16", "full-finetuning/default"}
     assert {name for name, row in rows.items() if row["on_frontier"]} == {"lora/r8", "lora/r16"}
-    assert rows["lora/r16"]["quality_ci"] == "0.450 [0.420, 0.480]"
+    # The quality with its bootstrap interval (binomial from test_n without item scores).
+    r16 = table.set_index("experiment").loc["lora/r16"]
+    low, high = r16["test_accuracy_low"], r16["test_accuracy_high"]
+    assert low < 0.45 < high
+    assert rows["lora/r16"]["quality_text"] == interval_text(0.45, low, high)
     assert rows["base/no-finetuning"]["is_base"] and not rows["base/no-finetuning"]["has_x"]
 
 
-def test_pareto_chart_layers(summary):
-    spec = pareto_chart(summary).to_dict()
+def test_frontier_chart_layers(summary):
+    chart, _ = chart_of(summary)
+    spec = chart.to_dict()
     marks = [
         (layer["mark"]["type"], layer["mark"].get("shape"), layer["mark"].get("interpolate"))
         for layer in spec["layer"]
@@ -76,40 +96,46 @@ def test_pareto_chart_layers(summary):
         for layer in spec["layer"]
         if layer["mark"]["type"] == "text"
     ]
-    assert "experiment" in text_fields
+    assert "label" in text_fields  # "<experiment> · <P(frontier)>"
+    labels = [row["label"] for row in chart_rows(chart) if row.get("on_frontier")]
+    assert sorted(label.split(" · ")[0] for label in labels) == ["lora/r16", "lora/r8"]
     points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
-    assert points["encoding"]["color"]["scale"]["domain"] == [
-        "full-finetuning",
-        "ia3",
-        "lora",
-        "oft",
-    ]
+    # Every method of the table has a colour, failed and unmeasured ones too, so colours are
+    # the same in every chart made from one table.
+    domain = points["encoding"]["color"]["scale"]["domain"]
+    assert {
+        method_key("full-finetuning", "full"),
+        method_key("ia3", "multiplicative/scaling"),
+        method_key("lora", "lora-like"),
+        method_key("oft", "orthogonal"),
+    } <= set(domain)
     tooltip_fields = {t["field"] for t in points["encoding"]["tooltip"]}
     assert {
         "experiment",
-        "method",
-        "quality_ci",
+        "family",
+        "quality_text",
+        "frontier_prob",
         "train_memory_gb",
         "train_time_min",
         "trainable_params",
-        "lr",
+        "key_settings",
     } <= tooltip_fields
 
 
-def test_pareto_chart_other_axis_and_empty(summary):
-    spec = pareto_chart(summary, x="file_size_mb").to_dict()
+def test_frontier_chart_other_axis_and_empty(summary):
+    spec = chart_of(summary, x="file_size_mb")[0].to_dict()
     assert any(
         layer["encoding"].get("x", {}).get("field") == "file_size_mb" for layer in spec["layer"]
     )
     # A table of only failed runs still gives a (empty) chart.
     only_failed = summarize([make_result("ia3", "x", status="failed")])
-    pareto_chart(only_failed).to_dict()
+    chart_of(only_failed)[0].to_dict()
 
 
 def test_save_chart_offline_html_and_png(summary, tmp_path):
     html_path = tmp_path / "charts" / "pareto.html"
     png_path = tmp_path / "charts" / "pareto.png"
-    save_chart(pareto_chart(summary), html_path, png_path)
+    save_chart(chart_of(summary)[0], html_path, png_path)
 
     html = html_path.read_text(encoding="utf-8")
     assert "https://cdn" not in html
@@ -123,9 +149,9 @@ def test_save_chart_offline_html_and_png(summary, tmp_path):
     assert sorted(p.name for p in html_path.parent.iterdir()) == ["pareto.html", "pareto.png"]
 
 
-def test_pareto_chart_base_with_x_is_a_diamond_point(summary):
+def test_frontier_chart_base_with_x_is_a_diamond_point(summary):
     # The base model has 0 trainable parameters, so on this axis it is a real point.
-    chart = pareto_chart(summary, x="trainable_params")
+    chart, _ = chart_of(summary, x="trainable_params")
     rows = {row["experiment"]: row for row in chart_rows(chart)}
     base = rows["base/no-finetuning"]
     assert base["is_base"] and base["has_x"] and base["on_frontier"]
@@ -134,13 +160,14 @@ def test_pareto_chart_base_with_x_is_a_diamond_point(summary):
     assert "is_base" in diamond["transform"][0]["filter"]
 
 
-def test_pareto_chart_maximised_x_uses_step_before(summary):
-    spec = pareto_chart(summary, x="train_tokens_per_s").to_dict()
+def test_frontier_chart_maximised_x_uses_step_before(summary):
+    # Throughput is better when higher (the math spec says so): the frontier maximises it.
+    spec = chart_of(summary, x="train_tokens_per_s")[0].to_dict()
     lines = [layer["mark"] for layer in spec["layer"] if layer["mark"]["type"] == "line"]
     assert lines[0]["interpolate"] == "step-before"
 
 
-def test_pareto_chart_similarity_draws_its_interval():
+def test_frontier_chart_similarity_draws_its_interval():
     table = summarize(
         [
             make_base_result(task="image", similarity=0.3),
@@ -150,11 +177,19 @@ def test_pareto_chart_similarity_draws_its_interval():
                         similarity_ci_high=None, train_memory_peak_bytes=8 * 10**9),
         ]
     )  # fmt: skip
-    chart = pareto_chart(table, y="similarity", title="Image: similarity vs memory")
+    chart, frontier = chart_of(table, title="Image: similarity vs memory", task="image")
     spec = chart.to_dict()
     rows = {row["experiment"]: row for row in chart_rows(chart)}
-    assert rows["lora/r8"]["quality_ci"] == "0.700 [0.660, 0.730]"
-    assert rows["oft/b16"]["quality_ci"] == "0.600" and not rows["oft/b16"]["has_interval"]
+    # A similarity is not a proportion: its stored interval is the noise (a normal).
+    lora = frontier.set_index("experiment").loc["lora/r8"]
+    assert lora["noise"] == "normal"
+    assert lora["similarity_low"] == pytest.approx(0.66, abs=0.02)
+    assert lora["similarity_high"] == pytest.approx(0.73, abs=0.02)
+    assert rows["lora/r8"]["quality_text"] == interval_text(
+        0.70, lora["similarity_low"], lora["similarity_high"]
+    )
+    # Without an interval there is no noise model, and no (zero-width) interval drawn.
+    assert rows["oft/b16"]["quality_text"] == "0.600" and not rows["oft/b16"]["has_interval"]
     assert {name for name, row in rows.items() if row["on_frontier"]} == {"lora/r8", "oft/b16"}
     whiskers = [
         layer
@@ -167,7 +202,13 @@ def test_pareto_chart_similarity_draws_its_interval():
     assert whiskers[0]["encoding"]["y"]["title"] == "Test similarity"
     points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
     titles = {t["field"]: t["title"] for t in points["encoding"]["tooltip"]}
-    assert titles["quality_ci"] == "Test similarity [95% CI]"
+    assert titles["quality_text"] == "Test similarity [95% interval]"
     # Without any interval there are no whiskers.
-    no_ci = pareto_chart(table, y="drift").to_dict()
-    assert not any("y2" in layer["encoding"] for layer in no_ci["layer"])
+    no_ci = summarize(
+        [
+            make_result("lora", "r8", task="image", similarity=0.70, similarity_ci_low=None,
+                        similarity_ci_high=None, train_memory_peak_bytes=10**10),
+        ]
+    )  # fmt: skip
+    spec = chart_of(no_ci, task="image")[0].to_dict()
+    assert not any("y2" in layer["encoding"] for layer in spec["layer"])

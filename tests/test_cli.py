@@ -10,8 +10,9 @@ import pytest
 from factories import make_base_result, make_result
 
 from peftbench.analysis.published import import_published
-from peftbench.analysis.summary import build_summary, read_summary, run_dir, write_summary_files
+from peftbench.analysis.summary import build_summary, read_summary, write_summary_files
 from peftbench.cli import advise, default_summary, main, results_root
+from peftbench.core.layout import run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "data" / "published"

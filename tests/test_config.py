@@ -5,16 +5,39 @@ import json
 from pathlib import Path
 
 import pytest
+import toy_task
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from peftbench.core import experiments as exps
-from peftbench.core.config import ConfigError, deep_merge, validate_training_params
+from peftbench.core.config import (
+    TRAINING_KEYS,
+    ConfigError,
+    deep_merge,
+    training_table,
+    validate_training_params,
+)
+from peftbench.tasks import registry
+from peftbench.tasks.spec import TaskSpec
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = str(REPO / "config/schemas/config.schema.yaml")
 DEFAULTS = yaml.safe_load((REPO / "config/config.yaml").read_text())["math"]["training"]
+MATH_TABLE = training_table(registry.get("math").training_keys)
+
+
+def task_spec_and_folder(task: str) -> tuple[TaskSpec, Path]:
+    """A built-in task's spec and package folder, or the toy task's of tests/toy_task (imported
+    here as a plain package, so that it does not join the registry of the other tests)."""
+    if task == "toy":
+        return toy_task.SPEC, Path(toy_task.__file__).parent
+    return registry.get(task), Path(registry.import_module(".", task).__file__).parent
+
+
+def task_schema(task: str) -> Path:
+    spec, folder = task_spec_and_folder(task)
+    return folder / spec.config_schema
 
 
 def test_deep_merge_keeps_nested_defaults():
@@ -45,14 +68,32 @@ def test_deep_merge_replaces_non_mapping_values():
     ],
 )
 def test_bad_training_params_name_file_and_key(override, message):
-    problems = validate_training_params(override, "exp/training_params.json")
+    problems = validate_training_params(override, "exp/training_params.json", table=MATH_TABLE)
     assert len(problems) == 1
     assert problems[0].startswith("exp/training_params.json: ")
     assert message in problems[0]
 
 
 def test_defaults_are_valid():
-    assert validate_training_params(DEFAULTS, "config") == []
+    assert validate_training_params(DEFAULTS, "config", table=MATH_TABLE) == []
+
+
+def test_a_task_key_is_unknown_to_another_task():
+    """The shared table alone (or the image task's) does not know the math task's keys."""
+    image_table = training_table(registry.get("image").training_keys)
+    for table in (None, image_table):
+        problems = validate_training_params({"max_new_tokens": 4}, "exp", table=table)
+        assert problems and "unknown training key 'max_new_tokens'" in problems[0]
+
+
+@pytest.mark.parametrize("task", ["math", "image", "toy"])
+def test_task_schema_training_section_matches_the_table(task):
+    """One table of training keys: each task's schema lists exactly the shared keys and the
+    task's own (its spec's training_keys), so the checks and the schema cannot drift apart."""
+    schema = yaml.safe_load(task_schema(task).read_text())
+    in_schema = set(schema["properties"]["training"]["properties"])
+    assert in_schema == set(training_table(task_spec_and_folder(task)[0].training_keys))
+    assert set(TRAINING_KEYS) <= in_schema
 
 
 def make_experiment(root: Path, name: str, adapter: dict | None = None, params=None) -> None:
@@ -76,7 +117,7 @@ def test_discover_select_and_effective_params(tmp_path):
     assert exps.select(found, []) == found
     with pytest.raises(ConfigError, match="match no experiment"):
         exps.select(found, ["vera/*"])
-    params = exps.effective_params(DEFAULTS, tmp_path, "lora/r8")
+    params = exps.effective_params(DEFAULTS, tmp_path, "lora/r8", MATH_TABLE)
     assert params["optimizer_kwargs"] == {"lr": 0.01, "weight_decay": 0.1}
     assert exps.experiment_files(tmp_path, "full-finetuning/lr1e-3") == [
         str(tmp_path / "full-finetuning/lr1e-3/training_params.json")
@@ -87,11 +128,11 @@ def test_effective_params_errors_name_the_file(tmp_path):
     make_experiment(tmp_path, "lora/bad-json", {"peft_type": "LORA"}, "{not json")
     make_experiment(tmp_path, "lora/bad-key", {"peft_type": "LORA"}, {"lr": 0.1})
     with pytest.raises(ConfigError, match=r"lora/bad-json/training_params.json: invalid JSON"):
-        exps.effective_params(DEFAULTS, tmp_path, "lora/bad-json")
+        exps.effective_params(DEFAULTS, tmp_path, "lora/bad-json", MATH_TABLE)
     with pytest.raises(
         ConfigError, match=r"bad-key/training_params.json: unknown training key 'lr'"
     ):
-        exps.effective_params(DEFAULTS, tmp_path, "lora/bad-key")
+        exps.effective_params(DEFAULTS, tmp_path, "lora/bad-key", MATH_TABLE)
 
 
 def test_check_adapter_config(tmp_path):
@@ -113,7 +154,16 @@ def load_config(*files: str) -> dict:
     "files", [(), ("config/test.yaml",), ("config/presets/metamathqa-llama-3.2-3b.yaml",)]
 )
 def test_shipped_configs_validate(files):
-    validate(load_config(*files), SCHEMA)
+    config = load_config(*files)
+    validate(config, SCHEMA)
+    for task in ("math", "image"):
+        validate(config[task], str(task_schema(task)))
+
+
+def test_toy_config_validates():
+    config = load_config("tests/toy_task/config.yaml")
+    validate(config, SCHEMA)
+    validate(config["toy"], str(task_schema("toy")))
 
 
 @pytest.mark.parametrize(
@@ -135,4 +185,7 @@ def test_schema_rejects_bad_values_naming_the_key(path, value, key):
     node[path[-1]] = value
     with pytest.raises(WorkflowError) as info:
         validate(config, SCHEMA)
+        # A task's section is checked by the task's own schema.
+        if path[0] in registry.BUILTIN:
+            validate(config[path[0]], str(task_schema(path[0])))
     assert key in str(info.value)

@@ -6,26 +6,23 @@
   loaded through ``peftbench.tasks.image.diffusion.load_image_model`` like FLUX.2-klein from the Hub, and our
   prompt encoding, VAE codec and sampler are checked against the official pipeline; then LoRA
   training and ``image_task.run_experiment`` run end to end on it.
-* Every experiment of the FLUX.2-klein preset is wrapped around a FLUX.2-klein-base-4B transformer
-  built on the meta device (real widths, no memory), and LoRA r=32 must reproduce the published
-  trainable-parameter count.
+* The preset's experiments on the real FLUX.2-klein-base-4B shape: ``test_flux2_preset.py``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
+from test_flux2_preset import IMAGE_TABLE, PRESET, PRESET_ROOT, adapted_modules, expected_targets
 
 from peftbench.core.config import deep_merge
-from peftbench.core.experiments import check_adapter_config, discover, effective_params
-from peftbench.core.runs import wrap_peft
+from peftbench.core.experiments import effective_params
+from peftbench.core.runs import RunContext, wrap_peft
 from peftbench.tasks.image.data import load_images, prepare_data, split_indices
 from peftbench.tasks.image.diffusion import (
     Flux2VaeCodec,
@@ -37,9 +34,6 @@ from peftbench.tasks.image.diffusion import (
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
-PRESET_FILE = REPO / "config/presets/dreambooth-flux2-klein.yaml"
-PRESET = yaml.safe_load(PRESET_FILE.read_text())["image"]
-PRESET_ROOT = REPO / PRESET["experiments_dir"]
 SUBJECT = REPO / "tests/data/images/subject.parquet"  # 8 images, see tests/data/images/
 CPU = torch.device("cpu")
 
@@ -117,11 +111,17 @@ def tiny_pipeline():
     tokenizer = tiny_tokenizer()
     text_encoder = Qwen3ForCausalLM(
         Qwen3Config(
-            vocab_size=len(tokenizer), hidden_size=TEXT_HIDDEN, intermediate_size=32,
-            num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
-            max_position_embeddings=64, tie_word_embeddings=True,
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_HIDDEN,
+            intermediate_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
         )
-    )  # fmt: skip
+    )
     vae = AutoencoderKLFlux2(
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
@@ -136,10 +136,17 @@ def tiny_pipeline():
     vae.bn.running_mean.normal_(0.0, 0.5)
     vae.bn.running_var.uniform_(0.5, 2.0)
     transformer = Flux2Transformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=len(OUT_LAYERS) * TEXT_HIDDEN,
-        timestep_guidance_channels=32, axes_dims_rope=[2, 2, 2, 2], guidance_embeds=False,
-    )  # fmt: skip
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=len(OUT_LAYERS) * TEXT_HIDDEN,
+        timestep_guidance_channels=32,
+        axes_dims_rope=[2, 2, 2, 2],
+        guidance_embeds=False,
+    )
     pipe = Flux2KleinPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
         vae=vae,
@@ -222,14 +229,26 @@ def encoder_dir(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("encoder") / "tiny-dinov2"
     torch.manual_seed(0)
-    config = Dinov2Config(image_size=RESOLUTION, patch_size=8, hidden_size=16, num_hidden_layers=1,
-                          num_attention_heads=2, mlp_ratio=2)  # fmt: skip
+    config = Dinov2Config(
+        image_size=RESOLUTION,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        mlp_ratio=2,
+    )
     Dinov2Model(config).save_pretrained(path)
     BitImageProcessor(
-        do_resize=True, size={"height": RESOLUTION, "width": RESOLUTION}, do_center_crop=False,
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=True,
-    ).save_pretrained(path)  # fmt: skip
+        do_resize=True,
+        size={"height": RESOLUTION, "width": RESOLUTION},
+        do_center_crop=False,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        do_convert_rgb=True,
+    ).save_pretrained(path)
     return path
 
 
@@ -283,11 +302,19 @@ def test_generate_matches_pipeline(model, pipe, guidance):
     negative = model.encode_prompts([""])
     steps = 4
     noise = torch.randn((2, 16, 8, 8), generator=torch.Generator().manual_seed(1))
-    call = {"prompt_embeds": embeds, "num_inference_steps": steps, "guidance_scale": guidance,
-            "height": RESOLUTION, "width": RESOLUTION, "max_sequence_length": MAX_SEQ,
-            "text_encoder_out_layers": OUT_LAYERS}  # fmt: skip
+    call = {
+        "prompt_embeds": embeds,
+        "num_inference_steps": steps,
+        "guidance_scale": guidance,
+        "height": RESOLUTION,
+        "width": RESOLUTION,
+        "max_sequence_length": MAX_SEQ,
+        "text_encoder_out_layers": OUT_LAYERS,
+    }
     # The pipeline encodes its "" negative itself: it must equal ours.
-    latents = generate(model, embeds, negative, torch.Generator(), steps, guidance, latents=noise, decode=False)  # fmt: skip
+    latents = generate(
+        model, embeds, negative, torch.Generator(), steps, guidance, latents=noise, decode=False
+    )
     ref = pipe(latents=noise, output_type="latent", **call).images
     # output_type="latent" returns latents after batch-norm de-normalisation and unpatchify.
     mean, std = model.codec._stats(latents)
@@ -306,39 +333,20 @@ def test_guidance_changes_the_result(model):
     embeds = model.encode_prompts(PROMPTS[:1])
     negative = model.encode_prompts([""])
     noise = torch.randn((1, 16, 8, 8), generator=torch.Generator().manual_seed(3))
-    plain = generate(model, embeds, negative, torch.Generator(), 3, 1.0, latents=noise, decode=False)  # fmt: skip
-    guided = generate(model, embeds, negative, torch.Generator(), 3, 3.5, latents=noise, decode=False)  # fmt: skip
+    plain = generate(
+        model, embeds, negative, torch.Generator(), 3, 1.0, latents=noise, decode=False
+    )
+    guided = generate(
+        model, embeds, negative, torch.Generator(), 3, 3.5, latents=noise, decode=False
+    )
     assert not torch.allclose(plain, guided, atol=1e-4)
 
 
 # ------------------------------------------------------------------------ (c): LoRA on the transformer
 
-DOUBLE_TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj",
-                  "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out", "ff.linear_in",
-                  "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out"]  # fmt: skip
-SINGLE_TARGETS = ["attn.to_qkv_mlp_proj"]
-
-
-def expected_targets(num_layers: int, num_single_layers: int) -> set[str]:
-    return {f"transformer_blocks.{i}.{t}" for i in range(num_layers) for t in DOUBLE_TARGETS} | {
-        f"single_transformer_blocks.{i}.{t}" for i in range(num_single_layers) for t in SINGLE_TARGETS
-    }  # fmt: skip
-
-
-def adapted_modules(wrapped) -> set[str]:
-    """Names (in the unwrapped model) of the modules PEFT replaced by adapter layers."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    prefix = "base_model.model."
-    return {
-        name.removeprefix(prefix)
-        for name, module in wrapped.named_modules()
-        if isinstance(module, BaseTunerLayer)
-    }
-
 
 def test_lora_training_on_tiny_flux2(model, data_dir):
-    from peftbench.core.train import make_optimizer
+    from peftbench.core.optim import make_optimizer
     from peftbench.tasks.image.data import load_manifest
 
     manifest = load_manifest(data_dir)
@@ -377,8 +385,11 @@ def test_lora_training_on_tiny_flux2(model, data_dir):
     after = np.mean([loss_at(s) for s in range(3)])
     assert after < before, (before, after)
     # The base weights did not move; the adapter did.
-    merged = {n.removeprefix("base_model.model.").replace(".base_layer", ""): p
-              for n, p in transformer.named_parameters() if not p.requires_grad}  # fmt: skip
+    merged = {
+        n.removeprefix("base_model.model.").replace(".base_layer", ""): p
+        for n, p in transformer.named_parameters()
+        if not p.requires_grad
+    }
     assert set(merged) == set(base)
     assert all(torch.equal(merged[n], base[n]) for n in base)
     assert any(p.abs().sum() > 0 for n, p in trainable.items() if ".lora_B." in n)
@@ -390,26 +401,45 @@ def test_lora_training_on_tiny_flux2(model, data_dir):
 def run_params(root: Path, experiment: str) -> dict:
     defaults = deep_merge(
         PRESET["training"],
-        {"max_steps": 2, "batch_size": 2, "batch_size_eval": 2, "eval_steps": 1, "log_steps": 1,
-         "num_inference_steps": 2, "test_repeats": 2, "dtype": "float32", "use_gc": True},
-    )  # fmt: skip
-    return effective_params(defaults, root, experiment)
+        {
+            "max_steps": 2,
+            "batch_size": 2,
+            "batch_size_eval": 2,
+            "eval_steps": 1,
+            "log_steps": 1,
+            "num_inference_steps": 2,
+            "test_repeats": 2,
+            "dtype": "float32",
+            "use_gc": True,
+        },
+    )
+    return effective_params(defaults, root, experiment, IMAGE_TABLE)
 
 
-def run(tmp_path, pipeline_dir, encoder_dir, data_dir, root: Path, experiment: str) -> tuple[dict, Path]:  # fmt: skip
+def run(
+    tmp_path, pipeline_dir, encoder_dir, data_dir, root: Path, experiment: str
+) -> tuple[dict, Path]:
     from peftbench.tasks.image.run import run_experiment
 
     method, name = experiment.split("/")
     out = tmp_path / "runs" / experiment
     out.mkdir(parents=True)
     params = run_params(root, experiment)
-    result = run_experiment(
-        task="image", method=method, name=name, seed=0, exp_dir=root / experiment, params=params,
-        model_cfg=model_cfg(pipeline_dir),
-        encoder_cfg={"source": "hub", "hub": {"model_id": str(encoder_dir), "revision": None}},
-        base_dir=None, encoder_dir=None, data_dir=data_dir, out_dir=out, threads=1,
+    encoder_cfg = {"source": "hub", "hub": {"model_id": str(encoder_dir), "revision": None}}
+    ctx = RunContext(
+        task="image",
+        method=method,
+        name=name,
+        seed=0,
+        exp_dir=root / experiment,
+        params=params,
+        task_cfg={"base_model": model_cfg(pipeline_dir), "encoder": encoder_cfg},
+        inputs={"data": data_dir},
+        out_dir=out,
+        threads=1,
         progress=False,
-    )  # fmt: skip
+    )
+    result = run_experiment(ctx)
     assert json.loads((out / "result.json").read_text()) == json.loads(json.dumps(result))
     assert result["status"] == "success", result["error"]
     assert result["config"] == params
@@ -429,12 +459,16 @@ def run(tmp_path, pipeline_dir, encoder_dir, data_dir, root: Path, experiment: s
     assert np.isfinite(metrics["train_loss_final"])
     assert [c["step"] for c in result["curves"]["train_loss"]] == [1, 2]
     assert [c["step"] for c in result["curves"]["valid_similarity"]] == [1, 2]
-    assert metrics["valid_similarity_final"] == result["curves"]["valid_similarity"][-1]["similarity"]  # fmt: skip
+    assert (
+        metrics["valid_similarity_final"] == result["curves"]["valid_similarity"][-1]["similarity"]
+    )
     lines = (out / "test_similarity.jsonl").read_text().splitlines()
     assert len(lines) == 2 * 2  # test_size x test_repeats
     test_prompts = [PROMPTS[i] for i in split_indices(8, 2, 2)[2]]
     scores = [json.loads(line) for line in lines]
-    assert [(s["prompt"], s["repeat"]) for s in scores] == [(p, r) for r in range(2) for p in test_prompts]  # fmt: skip
+    assert [(s["prompt"], s["repeat"]) for s in scores] == [
+        (p, r) for r in range(2) for p in test_prompts
+    ]
     assert all(-1 <= s["similarity"] <= 1 for s in scores)
     assert np.isclose(np.mean([s["similarity"] for s in scores]), metrics["similarity"])
     assert (out / "samples.png").is_file()
@@ -456,7 +490,10 @@ def test_run_experiment_lora(tmp_path, pipeline_dir, encoder_dir, data_dir):
     dims = [(16, 16)] * 8 + [(16, 96), (48, 16)] * 2 + [(16, 144)]
     assert result["metrics"]["trainable_params"] == sum(32 * (i + o) for i, o in dims)
     assert (out / "adapter/adapter_config.json").is_file()
-    assert result["metrics"]["file_size_bytes"] == (out / "adapter/adapter_model.safetensors").stat().st_size  # fmt: skip
+    assert (
+        result["metrics"]["file_size_bytes"]
+        == (out / "adapter/adapter_model.safetensors").stat().st_size
+    )
 
 
 def test_run_experiment_full_finetuning(tmp_path, pipeline_dir, encoder_dir, data_dir):
@@ -471,124 +508,3 @@ def test_run_experiment_full_finetuning(tmp_path, pipeline_dir, encoder_dir, dat
     metrics = result["metrics"]
     assert metrics["trainable_params"] == metrics["total_params"]
     assert metrics["drift"] is not None  # measured for full fine-tuning too (published: NaN)
-
-
-# ------------------------------------------------------ preset experiments on FLUX.2-klein-base-4B
-
-# Flux2Transformer2DModel of black-forest-labs/FLUX.2-klein-base-4B: 5 double-stream and 20
-# single-stream blocks, 24 heads x 128 = 3072 wide, mlp_ratio 3, 3 x 2560 Qwen3 features.
-KLEIN_4B = {"num_layers": 5, "num_single_layers": 20, "attention_head_dim": 128,
-            "num_attention_heads": 24, "joint_attention_dim": 7680, "in_channels": 128,
-            "guidance_embeds": False}  # fmt: skip
-KLEIN_4B_PARAMS = 3_875_544_576  # num_total_params of the published full fine-tuning run
-PUBLISHED_TRAINABLE = {"lora/default": 38_338_560}  # num_trainable_params of the published runs
-PRESET_EXPERIMENTS = discover(PRESET_ROOT) if PRESET_ROOT.is_dir() else []
-REQUIRED = ["lora/default", "lora/rank64", "oft/default", "boft/default", "loha/default",
-            "lokr/lr1e-3", "ia3/default", "vera/default", "hra/default", "full-finetuning/default"]  # fmt: skip
-
-
-def meta_klein():
-    from diffusers import Flux2Transformer2DModel
-
-    with torch.device("meta"):
-        return Flux2Transformer2DModel(**KLEIN_4B)
-
-
-def meta_boft(monkeypatch) -> None:
-    """Let BOFT be built on the meta device and check it as on a GPU with PEFT's fbd_cuda
-    extension (where n_butterfly_factor 2 applies and its block-count constraints bind): the
-    butterfly permutations are computed on the CPU, their dense matrices stay on meta."""
-    from peft.tuners.boft import layer
-
-    permutation = layer.BOFTLayer.block_butterfly_perm
-
-    def on_cpu(self, *args, **kwargs):
-        with torch.device("cpu"):
-            return permutation(self, *args, **kwargs)
-
-    monkeypatch.setattr(layer, "get_fbd_cuda", lambda: object())
-    monkeypatch.setattr(layer.BOFTLayer, "block_butterfly_perm", on_cpu)
-    monkeypatch.setattr(layer.BOFTLayer, "perm2mat", lambda self, idx: torch.empty(len(idx), len(idx)))  # fmt: skip
-
-
-def test_preset_has_the_published_experiments():
-    assert set(REQUIRED) <= set(PRESET_EXPERIMENTS)
-    assert PRESET["data"]["hub"] == {
-        "path": "peft-internal-testing/cat-image-dataset",
-        "revision": "37df3244ae3aa36e85178b6cf946338137fc3068",
-        "split": "train",
-        "column": "image",
-    }
-    assert PRESET["base_model"]["hub"]["revision"] == "a3b4f4849157f664bdbc776fd7453c2783562f4d"
-    assert len(PRESET["data"]["drift_prompts"]) == 10 and len(PRESET["data"]["sample_prompts"]) == 5
-
-
-def test_preset_validates_against_the_config_schema():
-    from snakemake.utils import validate
-
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config = deep_merge(config, yaml.safe_load(PRESET_FILE.read_text()))
-    validate(config, str(REPO / "config/schemas/config.schema.yaml"))
-    assert config["tasks"] == ["image"]
-    assert config["image"]["data"]["source"] == config["image"]["base_model"]["source"] == "hub"
-    assert config["image"]["encoder"]["source"] == "hub"
-
-
-@pytest.mark.parametrize("experiment", PRESET_EXPERIMENTS)
-def test_preset_experiment_wraps_flux2_klein(experiment, monkeypatch):
-    from peft import PeftConfig
-
-    folder = PRESET_ROOT / experiment
-    params = effective_params(PRESET["training"], PRESET_ROOT, experiment)
-    assert check_adapter_config(PRESET_ROOT, experiment) == []
-    if not (folder / "adapter_config.json").exists():
-        assert experiment.startswith("full-finetuning/")
-        assert params["max_steps"] == PRESET["training"]["max_steps"]  # step-matched
-        return
-    config = PeftConfig.from_pretrained(str(folder))
-    assert config.task_type is None
-    assert config.base_model_name_or_path == PRESET["base_model"]["hub"]["model_id"]
-    if config.peft_type == "BOFT":
-        meta_boft(monkeypatch)
-    model = meta_klein()
-    base_params = {id(p) for p in model.parameters()}
-    with torch.device("meta"):
-        wrapped, _ = wrap_peft(model, folder, params)
-    expected = expected_targets(5, 20)
-    if config.peft_type == "LN_TUNING":
-        blocks = [f"transformer_blocks.{i}" for i in range(5)]
-        blocks += [f"single_transformer_blocks.{i}" for i in range(20)]
-        expected = {f"{b}.attn.{norm}" for b in blocks for norm in ("norm_q", "norm_k")}
-    assert adapted_modules(wrapped) == expected
-    if config.peft_type == "BOFT":  # the butterfly factor 2 was applied, not the CPU fallback 1
-        factors = {m.boft_R["default"].shape[0] for m in wrapped.modules() if hasattr(m, "boft_R")}
-        assert factors == {config.boft_n_butterfly_factor}
-    trainable, total = wrapped.get_nb_trainable_parameters()
-    assert 0 < trainable < 0.05 * KLEIN_4B_PARAMS
-    assert total - trainable == KLEIN_4B_PARAMS
-    assert not any(p.requires_grad for p in wrapped.parameters() if id(p) in base_params)
-    if experiment in PUBLISHED_TRAINABLE:
-        assert trainable == PUBLISHED_TRAINABLE[experiment]
-    if config.peft_type != "BOFT":  # BOFT's forward needs the CUDA extension assumed above
-        wrapped.eval()
-        with torch.device("meta"):
-            latents, embeds = torch.randn(1, 128, 2, 2), torch.randn(1, 4, 7680)
-        loss = flow_matching_loss(wrapped, latents, embeds, torch.Generator())
-        assert loss.shape == () and loss.device.type == "meta"
-
-
-def test_published_lora_count_excludes_single_block_out_projection():
-    """The published 38,338,560 pins the targets: 12 layers per double block and only the packed
-    qkv/mlp input projection per single block. Adding the single blocks' output projection
-    attn.to_out (3072 attention + 9216 MLP features in, 3072 out) would give 48,168,960."""
-    from peft import LoraConfig, get_peft_model
-
-    targets = json.loads((PRESET_ROOT / "lora/default/adapter_config.json").read_text())["target_modules"]  # fmt: skip
-    counts = {}
-    for extra in ([], [r"single_transformer_blocks\.\d+\.attn\.to_out"]):
-        pattern = "|".join([r".*\." + re.escape(t) for t in targets] + extra)
-        with torch.device("meta"):
-            wrapped = get_peft_model(meta_klein(), LoraConfig(r=32, lora_alpha=32, target_modules=pattern))  # fmt: skip
-        counts[bool(extra)] = wrapped.get_nb_trainable_parameters()[0]
-    assert counts == {False: 38_338_560, True: 48_168_960}
-    assert sum(p.numel() for p in meta_klein().parameters()) == KLEIN_4B_PARAMS

@@ -64,7 +64,9 @@ def subject_images() -> list[Image.Image]:
     from PIL import ImageOps
 
     rows = pq.read_table(SUBJECT).column("image").to_pylist()
-    return [ImageOps.exif_transpose(Image.open(io.BytesIO(r["bytes"]))).convert("RGB") for r in rows]  # fmt: skip
+    return [
+        ImageOps.exif_transpose(Image.open(io.BytesIO(r["bytes"]))).convert("RGB") for r in rows
+    ]
 
 
 def pixels(data_dir: Path, entry: dict) -> np.ndarray:
@@ -167,7 +169,9 @@ def test_prepare_hub_parquet(tmp_path):
 
 
 def test_hub_exif_rotation_is_applied():
-    stored = Image.open(io.BytesIO(pq.read_table(SUBJECT).column("image")[EXIF_ROW]["bytes"].as_py()))  # fmt: skip
+    stored = Image.open(
+        io.BytesIO(pq.read_table(SUBJECT).column("image")[EXIF_ROW]["bytes"].as_py())
+    )
     assert stored.getexif().get(0x0112) == 6  # "rotate 90 degrees clockwise to display"
     images = load_subject_images(str(SUBJECT), "train", None, "image")
     assert len(images) == 8 and all(im.mode == "RGB" for im in images)

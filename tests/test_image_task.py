@@ -11,9 +11,11 @@ import pytest
 import torch
 import yaml
 
+from peftbench.analysis.aggregate import validate_result
 from peftbench.core.config import deep_merge
+from peftbench.core.runs import SHARED_METRICS, RunContext
 from peftbench.core.stats import bootstrap_ci
-from peftbench.tasks.image import shapes
+from peftbench.tasks.image import SPEC, shapes
 from peftbench.tasks.image.data import prepare_data
 from peftbench.tasks.image.diffusion import (
     PixelCodec,
@@ -33,8 +35,15 @@ CONFIG = deep_merge(
     yaml.safe_load((REPO / "config/config.yaml").read_text()),
     yaml.safe_load((REPO / "config/test.yaml").read_text()),
 )["image"]
-TIMING = {"train_memory_peak_bytes", "train_memory_allocated_peak_bytes", "eval_memory_peak_bytes",
-          "eval_memory_allocated_peak_bytes", "train_time_s", "eval_time_s", "generation_time_s"}  # fmt: skip
+TIMING = {
+    "train_memory_peak_bytes",
+    "train_memory_allocated_peak_bytes",
+    "eval_memory_peak_bytes",
+    "eval_memory_allocated_peak_bytes",
+    "train_time_s",
+    "eval_time_s",
+    "generation_time_s",
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +57,26 @@ def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run(tiny: Path, experiment: str, out: str, exp_dir: Path | None = None, seed: int = 0,
-        **overrides: object) -> dict:  # fmt: skip
+def run(
+    tiny: Path, experiment: str, out: str, exp_dir: Path | None = None, seed: int = 0, **overrides
+) -> dict:
     method, name = experiment.split("/")
     if exp_dir is None and method != "base":
         exp_dir = REPO / "experiments/image" / experiment
-    return run_experiment(
-        task="image", method=method, name=name, seed=seed, exp_dir=exp_dir,
-        params={**CONFIG["training"], **overrides}, model_cfg=CONFIG["base_model"],
-        encoder_cfg=CONFIG["encoder"], base_dir=tiny / "base", encoder_dir=tiny / "encoder",
-        data_dir=tiny / "data", out_dir=tiny / out, threads=1, progress=False,
-    )  # fmt: skip
+    ctx = RunContext(
+        task="image",
+        method=method,
+        name=name,
+        seed=seed,
+        exp_dir=exp_dir,
+        params={**CONFIG["training"], **overrides},
+        task_cfg=CONFIG,
+        inputs={"data": tiny / "data", "base": tiny / "base", "encoder": tiny / "encoder"},
+        out_dir=tiny / out,
+        threads=1,
+        progress=False,
+    )
+    return run_experiment(ctx)
 
 
 def test_pixels_and_tokens_round_trip() -> None:
@@ -85,10 +103,12 @@ def test_bootstrap_interval_contains_the_mean() -> None:
 def test_base_model_reloads_through_from_pretrained(tiny_image: Path) -> None:
     info = json.loads((tiny_image / "base/pretraining.json").read_text())
     assert info["loss_curve"][-1]["loss"] < info["loss_curve"][0]["loss"]
-    a, identity_a = load_image_model(CONFIG["base_model"], tiny_image / "base",
-                                     torch.device("cpu"), torch.float32)  # fmt: skip
-    b, identity_b = load_image_model(CONFIG["base_model"], tiny_image / "base",
-                                     torch.device("cpu"), torch.float32)  # fmt: skip
+    a, identity_a = load_image_model(
+        CONFIG["base_model"], tiny_image / "base", torch.device("cpu"), torch.float32
+    )
+    b, identity_b = load_image_model(
+        CONFIG["base_model"], tiny_image / "base", torch.device("cpu"), torch.float32
+    )
     assert identity_a == identity_b
     prompts = ["a red circle on a navy background", "a photo of sks object", ""]
     embeds = a.encode_prompts(prompts)
@@ -106,8 +126,13 @@ def test_base_model_reloads_through_from_pretrained(tiny_image: Path) -> None:
 def test_similarity_encoder_separates_the_concept(tmp_path: Path) -> None:
     """Trained briefly, the encoder already scores real concept images far above other images;
     an untrained one of the same shape does not."""
-    cfg = {**CONFIG["encoder"]["embedded"], "num_images": 1500, "max_steps": 80, "batch_size": 32,
-           "architecture": {**CONFIG["encoder"]["embedded"]["architecture"], "hidden_size": 48}}  # fmt: skip
+    cfg = {
+        **CONFIG["encoder"]["embedded"],
+        "num_images": 1500,
+        "max_steps": 80,
+        "batch_size": 32,
+        "architecture": {**CONFIG["encoder"]["embedded"]["architecture"], "hidden_size": 48},
+    }
     info = train_embedded_encoder(cfg, tmp_path / "trained", 1, progress=False)
     trained = info["separation"]
     assert trained["concept_vs_concept"] - trained["other_vs_concept"] > 0.3, trained
@@ -132,7 +157,9 @@ def test_lora_fine_tuning_run(tiny_image: Path) -> None:
     assert m["test_n"] == 3 * CONFIG["training"]["test_repeats"]
     assert 0 < m["drift"] <= 1  # the adapter changed what the model draws
     assert m["file_size_bytes"] > 0 and m["train_memory_peak_bytes"] >= 0
-    assert m["test_accuracy"] is None and m["forgetting"] is None  # math-only metrics
+    # The shared metrics and the image task's own, nothing of another task's.
+    assert set(m) == {*SHARED_METRICS, *SPEC.metrics} and "test_accuracy" not in m
+    validate_result(json.loads((tiny_image / "lora/result.json").read_text()))
     assert (tiny_image / "lora/adapter/adapter_model.safetensors").exists()
     # Same seed, same numbers (timing and memory aside); the base reference has zero drift.
     again = run(tiny_image, "lora/rank4", "lora-again")
@@ -157,11 +184,15 @@ def test_a_broken_experiment_fails_alone(tiny_image: Path, tmp_path: Path) -> No
 
 
 def test_image_experiments_are_checked_against_the_architecture(tmp_path: Path) -> None:
+    from peftbench.core.config import training_table
     from peftbench.core.experiments import discover
     from peftbench.core.validate import validate_task
+    from peftbench.tasks.image.embedded import build_meta_model
 
     full = yaml.safe_load((REPO / "config/config.yaml").read_text())["image"]
-    assert validate_task(full, discover(REPO / "experiments/image"), "image") == []
+    table = training_table(SPEC.training_keys)
+    found = discover(REPO / "experiments/image")
+    assert validate_task(full, found, build_meta_model, table) == []
     target = "^single_transformer_blocks\\.\\d+\\.attn\\.to_out$"
     bad = {
         "boft/block7": {"peft_type": "BOFT", "boft_block_size": 7, "target_modules": target},
@@ -170,7 +201,8 @@ def test_image_experiments_are_checked_against_the_architecture(tmp_path: Path) 
     for name, adapter in bad.items():
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "adapter_config.json").write_text(json.dumps(adapter))
-    problems = validate_task({**full, "experiments_dir": str(tmp_path)}, sorted(bad), "image")
+    cfg = {**full, "experiments_dir": str(tmp_path)}
+    problems = validate_task(cfg, sorted(bad), build_meta_model, table)
     assert len(problems) == 2, problems
     assert str(tmp_path / "boft/block7/adapter_config.json") in problems[0]
     assert "no_such_module" in problems[1] and "lora/missing/adapter_config.json" in problems[1]

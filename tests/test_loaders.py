@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from peftbench.core.loaders import gsm8k_valid_subset, load_gsm8k, load_metamathqa
+from peftbench.tasks.math.loaders import gsm8k_valid_subset, load_gsm8k, load_metamathqa
 
 DATA = Path(__file__).parent / "data"
 METAMATHQA = DATA / "metamathqa_sample.json"

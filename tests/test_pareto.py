@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftbench.analysis.pareto import METRIC_DIRECTIONS, dominates, frontier_line, pareto_mask
+from peftbench.analysis.frontier import dominates, frontier_line, pareto_mask
+from peftbench.analysis.glossary import direction
 
 ACC_MEM = {"acc": "max", "mem": "min"}
 
@@ -149,7 +150,7 @@ def test_frontier_line_sorted_by_x():
 
 def test_metric_directions():
     for column in ["test_accuracy", "valid_accuracy_final", "similarity"]:
-        assert METRIC_DIRECTIONS[column] == "max"
+        assert direction(column) == "max"
     for column in [
         "train_memory_gb",
         "eval_memory_gb",
@@ -159,5 +160,6 @@ def test_metric_directions():
         "forgetting",
         "drift",
     ]:
-        assert METRIC_DIRECTIONS[column] == "min"
-    assert set(METRIC_DIRECTIONS.values()) <= {"max", "min"}
+        assert direction(column) == "min"
+    # Columns that are not metrics have no direction.
+    assert direction("experiment") is None and direction("no_such_column") is None

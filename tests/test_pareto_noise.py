@@ -4,13 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftbench.analysis.pareto import (
-    frontier_probability,
-    non_dominated,
-    pareto_mask,
-    pareto_rank,
-    quality_frontier,
-)
+from peftbench.analysis.frontier import non_dominated, pareto_mask, pareto_rank
+from peftbench.analysis.noise import Bootstrap, Fallback, frontier_probability, task_frontier
+from peftbench.tasks import registry
 
 ACC_MEM = {"acc": "max", "mem": "min"}
 
@@ -110,9 +106,9 @@ def known_case() -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
 
 def test_frontier_probability_known_answer():
     df, items = known_case()
-    result = frontier_probability(df, ACC_MEM, items=items, n_boot=400, seed=1).set_index(
-        "experiment"
-    )
+    result = frontier_probability(
+        df, ACC_MEM, items=items, options=Bootstrap(n_boot=400, seed=1)
+    ).set_index("experiment")
     assert result.loc["clear", "frontier_prob"] == 1.0
     assert result.loc["dominated", "frontier_prob"] == 0.0
     assert result.loc["near", "frontier_prob"] == 1.0  # the cheapest: nothing can beat it
@@ -148,7 +144,7 @@ def test_frontier_probability_known_answer():
 
 def test_frontier_probability_intervals_match_binomial_theory():
     df, items = known_case()
-    result = frontier_probability(df, ACC_MEM, items=items, n_boot=2000, seed=0)
+    result = frontier_probability(df, ACC_MEM, items=items, options=Bootstrap(n_boot=2000, seed=0))
     clear = result.set_index("experiment").loc["clear"]
     # A resampled 0/1 vector with p = 0.9, n = 1000: sd = sqrt(p (1 - p) / n) = 0.0095.
     half_width = 1.96 * np.sqrt(0.9 * 0.1 / 1000)
@@ -168,7 +164,9 @@ def test_frontier_probability_lead_within_noise():
     df = pd.DataFrame(
         {"experiment": ["cheap", "dear"], "acc": [cheap.mean(), dear.mean()], "mem": [1.0, 2.0]}
     )
-    result = frontier_probability(df, ACC_MEM, items={0: cheap, 1: dear}, n_boot=500)
+    result = frontier_probability(
+        df, ACC_MEM, items={0: cheap, 1: dear}, options=Bootstrap(n_boot=500)
+    )
     dear_row = result.set_index("experiment").loc["dear"]
     assert dear_row["on_frontier"] and dear_row["next"] == "cheap"
     assert dear_row["lead_prob"] < 0.95
@@ -180,7 +178,9 @@ def test_frontier_probability_lead_within_noise():
 def test_frontier_probability_exact_ties():
     vector = correctness(100, 40)
     df = pd.DataFrame({"experiment": ["x", "y"], "acc": [0.4, 0.4], "mem": [1.0, 1.0]})
-    result = frontier_probability(df, ACC_MEM, items={0: vector, 1: vector.copy()}, n_boot=200)
+    result = frontier_probability(
+        df, ACC_MEM, items={0: vector, 1: vector.copy()}, options=Bootstrap(n_boot=200)
+    )
     # Identical measurements never dominate each other: both always on the frontier...
     assert result["frontier_prob"].tolist() == [1.0, 1.0]
     assert result["on_frontier"].all()
@@ -192,8 +192,8 @@ def test_frontier_probability_exact_ties():
 def test_frontier_probability_directions():
     # "cost" maximised: the larger value is the better one.
     df = pd.DataFrame({"experiment": ["a", "b"], "acc": [0.5, 0.5], "cost": [1.0, 2.0]})
-    low = frontier_probability(df, {"acc": "max", "cost": "min"}, n_boot=50)
-    high = frontier_probability(df, {"acc": "max", "cost": "max"}, n_boot=50)
+    low = frontier_probability(df, {"acc": "max", "cost": "min"}, options=Bootstrap(n_boot=50))
+    high = frontier_probability(df, {"acc": "max", "cost": "max"}, options=Bootstrap(n_boot=50))
     assert low.set_index("experiment")["on_frontier"].to_dict() == {"a": True, "b": False}
     assert high.set_index("experiment")["on_frontier"].to_dict() == {"a": False, "b": True}
     # Without per-item scores, test_n nor an interval, there is no noise to resample.
@@ -213,7 +213,7 @@ def test_frontier_probability_seeds_widen_the_interval():
         }
     )
     items = {0: seeds[0], 1: seeds[1], 2: seeds[2], 3: single}
-    result = frontier_probability(df, ACC_MEM, items=items, n_boot=600, seed=2)
+    result = frontier_probability(df, ACC_MEM, items=items, options=Bootstrap(n_boot=600, seed=2))
     result = result.set_index("experiment")
     assert result.loc["spread", "n_seeds"] == 3
     assert result.loc["spread", "acc"] == pytest.approx(0.5)
@@ -235,7 +235,11 @@ def test_frontier_probability_fallback_noise_models():
             "test_accuracy_ci_high": [None, 0.6, None],
         }
     )
-    result = frontier_probability(df, ACC_MEM, n_boot=2000, seed=0).set_index("experiment")
+    # A proportion's fallback: binomial from test_n, else its stored interval.
+    fallback = Fallback("test_n", ("test_accuracy_ci_low", "test_accuracy_ci_high"))
+    result = frontier_probability(
+        df, ACC_MEM, fallback=fallback, options=Bootstrap(n_boot=2000, seed=0)
+    ).set_index("experiment")
     assert result["noise"].to_dict() == {
         "binomial": "binomial",
         "normal": "normal",
@@ -250,8 +254,8 @@ def test_frontier_probability_fallback_noise_models():
 def test_frontier_probability_seeded_and_pure():
     df, items = known_case()
     before = df.copy()
-    first = frontier_probability(df, ACC_MEM, items=items, n_boot=100, seed=5)
-    again = frontier_probability(df, ACC_MEM, items=items, n_boot=100, seed=5)
+    first = frontier_probability(df, ACC_MEM, items=items, options=Bootstrap(n_boot=100, seed=5))
+    again = frontier_probability(df, ACC_MEM, items=items, options=Bootstrap(n_boot=100, seed=5))
     pd.testing.assert_frame_equal(first, again)
     pd.testing.assert_frame_equal(df, before)
 
@@ -265,7 +269,9 @@ def test_frontier_probability_three_objectives():
             "time": [2.0, 1.0, 0.5],
         }
     )
-    result = frontier_probability(df, {"acc": "max", "mem": "min", "time": "min"}, n_boot=20)
+    result = frontier_probability(
+        df, {"acc": "max", "mem": "min", "time": "min"}, options=Bootstrap(n_boot=20)
+    )
     assert result.set_index("experiment")["on_frontier"].to_dict() == {
         "a": False,
         "b": True,
@@ -275,10 +281,10 @@ def test_frontier_probability_three_objectives():
 
 def test_frontier_probability_failed_runs_and_errors():
     df = pd.DataFrame({"experiment": ["ok", "failed"], "acc": [0.5, None], "mem": [1.0, None]})
-    result = frontier_probability(df, ACC_MEM, n_boot=10).set_index("experiment")
+    result = frontier_probability(df, ACC_MEM, options=Bootstrap(n_boot=10)).set_index("experiment")
     assert result.loc["failed", "missing"] == "acc,mem"
     assert pd.isna(result.loc["failed", "acc"]) and result.loc["failed", "frontier_prob"] == 0.0
-    empty = frontier_probability(df.iloc[:0], ACC_MEM, n_boot=10)
+    empty = frontier_probability(df.iloc[:0], ACC_MEM, options=Bootstrap(n_boot=10))
     assert empty.empty and "frontier_prob" in empty.columns
     with pytest.raises(ValueError, match="quality"):
         frontier_probability(df, ACC_MEM, quality="mem_x")
@@ -288,7 +294,7 @@ def test_frontier_probability_failed_runs_and_errors():
         frontier_probability(df, {"acc": "max", "absent": "min"})
 
 
-def test_quality_frontier_noise_fallback_follows_the_quality():
+def test_task_frontier_noise_fallback_follows_the_task():
     """An accuracy without items is binomial from test_n; a similarity (not a proportion,
     though its test_n counts images) uses its stored interval, else no noise."""
     df = pd.DataFrame(
@@ -303,8 +309,8 @@ def test_quality_frontier_noise_fallback_follows_the_quality():
     )
     objectives = {"similarity": "max", "train_memory_gb": "min"}
     items = {2: np.array([0.6, 0.8, 0.6, 0.8])}
-    kwargs = {"n_boot": 2000, "seed": 0, "threshold": 0.95}
-    result = quality_frontier(df, objectives, "similarity", items, **kwargs)
+    options = Bootstrap(n_boot=2000, seed=0, threshold=0.95)
+    result = task_frontier(df, objectives, registry.get("image"), items, options)
     result = result.set_index("experiment")
     assert result["noise"].to_dict() == {
         "with-ci": "normal",
@@ -315,8 +321,7 @@ def test_quality_frontier_noise_fallback_follows_the_quality():
     assert result.loc["without-ci", "similarity_low"] == 0.6
     assert result.loc["items", "n_items"] == 4
     accuracy = df.rename(columns={"similarity": "test_accuracy"})
-    result = quality_frontier(
-        accuracy, {"test_accuracy": "max", "train_memory_gb": "min"}, "test_accuracy", {},
-        **kwargs,
-    ).set_index("experiment")  # fmt: skip
+    objectives = {"test_accuracy": "max", "train_memory_gb": "min"}
+    result = task_frontier(accuracy, objectives, registry.get("math"), {}, options)
+    result = result.set_index("experiment")
     assert set(result["noise"]) == {"binomial"}

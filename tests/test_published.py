@@ -9,15 +9,17 @@ import pytest
 
 from peftbench.analysis.published import (
     FILE_SIZE_SENTINEL,
-    GSM8K_TEST_N,
     PublishedFormatError,
     detect_format,
     import_published,
     parse_published,
     published_files,
 )
+from peftbench.tasks import registry
 
 FIXTURES = Path(__file__).parent / "data" / "published"
+# The published MetaMathQA suite scores the whole GSM8K test split (the math spec says so).
+GSM8K_TEST_N = registry.get("math").published.test_n
 
 
 def load(name: str) -> dict:

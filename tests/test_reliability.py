@@ -11,7 +11,7 @@ from pathlib import Path
 from tiny import PARAMS, REPO, TIMING_KEYS, run
 
 from peftbench.core.config import deep_merge
-from peftbench.core.train import CHECKPOINT
+from peftbench.core.loop import CHECKPOINT
 
 # Enough steps that the kill lands mid-run, a checkpoint every 5 of them.
 RESUME_PARAMS = deep_merge(
@@ -40,8 +40,9 @@ def test_sigkill_and_resume_gives_identical_metrics(tiny: Path) -> None:
     checkpoint = out / "checkpoint" / CHECKPOINT
     proc = subprocess.Popen(
         [sys.executable, "-c", RUNNER, str(REPO), str(tiny), "killed", json.dumps(RESUME_PARAMS)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -65,8 +66,17 @@ def test_checkpoints_kept_when_asked(tiny: Path) -> None:
 
 def test_failed_experiment_next_to_a_good_one(tiny: Path) -> None:
     """A crash inside one experiment is recorded; the next experiment is unaffected."""
-    bad = run(tiny, "lora/missing-module", "bad", adapter={
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "target_modules": ["no_such_proj"]})  # fmt: skip
+    bad = run(
+        tiny,
+        "lora/missing-module",
+        "bad",
+        adapter={
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": 4,
+            "target_modules": ["no_such_proj"],
+        },
+    )
     assert bad["status"] == "failed" and "no_such_proj" in bad["error"]
     good = run(tiny, "lora/rank8-qv", "good")
     assert good["status"] == "success"

@@ -190,7 +190,7 @@ def test_rerun_nothing_and_published_edit_reruns_report_only(workflow_run: Path)
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
     assert counts.get("summary") == 1 and counts.get("report_task") == 1
-    assert "math_train" not in counts
+    assert "train" not in counts and "aggregate" not in counts
 
 
 def test_missing_published_folder_fails_early(workflow_run: Path):
@@ -295,6 +295,7 @@ def run_results(task):
 rule all:
     input:
         "results/summary.parquet",
+        "results/image/pareto.png",
         "results/environment.html",
         expand(
             "results/image/report/{page}",
@@ -371,6 +372,13 @@ def test_image_report_pages(image_workflow: Path):
     assert set(ours.loc[ours["experiment"] != "ia3/broken", "noise"]) >= {"items"}
     assert set(ours.loc[ours["on_frontier"], "experiment"]) == {"lora/r8", "oft/b16"}
     assert "similarity_low" in frontier.columns
+    # The generic aggregate rule: the task's own summary and the same frontier chart.
+    per_task = pd.read_csv(image_workflow / "results/image/summary.csv")
+    assert len(per_task) == 2 + len(IMAGE_RUNS) and per_task["similarity"].notna().sum() == 4
+    pareto = (image_workflow / "results/image/pareto.html").read_text(encoding="utf-8")
+    assert "Image generation (DreamBooth style): Test similarity vs. training peak memory" in pareto
+    assert "lora/r8" in pareto and "P(on frontier)" in pareto
+    assert (image_workflow / "results/image/pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = pd.read_parquet(image_workflow / "results/summary.parquet")
     assert set(summary["task"]) == {"image"}
     assert set(summary.loc[summary["on_frontier"], "experiment"]) == {

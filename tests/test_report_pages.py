@@ -12,30 +12,22 @@ import pytest
 from factories import make_base_result, make_result
 from PIL import Image
 
+from peftbench.analysis.noise import Bootstrap
 from peftbench.analysis.published import import_published
 from peftbench.analysis.summary import build_summary, curves_table
-from peftbench.report.charts import (
-    charts_page_html,
-    learning_curves_chart,
-    save_chart,
-    script_json,
-    tradeoff_chart,
-)
-from peftbench.report.pages import (
-    chart_caption,
-    configs_page,
-    environment_page,
-    experiment_frontier,
-    frontier_page,
-    html_table,
-    legend_colors,
-    multi_objective_table,
-    samples_page,
-    summary_page,
-    task_frontiers,
-)
+from peftbench.analysis.tables import experiment_frontier, multi_objective_table, task_frontiers
+from peftbench.report.captions import CHARTS, chart_caption, rst_caption
+from peftbench.report.charts import frontier_chart, learning_curves_chart, legend_colors
+from peftbench.report.embed import charts_page_html, save_chart
+from peftbench.report.environment import environment_page
+from peftbench.report.html import html_table, script_json
+from peftbench.report.pages import configs_page, summary_page
+from peftbench.report.pages_frontier import frontier_page
+from peftbench.report.pages_samples import samples_page
+from peftbench.tasks import registry
 
 FIXTURES = Path(__file__).parent / "data" / "published"
+CAPTIONS = Path(__file__).resolve().parents[1] / "rules" / "captions"
 EVIL_NAME = "<script>alert(1)</script>"
 EVIL_ERROR = '<img src=x onerror="alert(2)"> & </script><script>alert(3)</script>'
 
@@ -71,7 +63,7 @@ def summary(published):
 
 @pytest.fixture(scope="module")
 def frontiers(summary):
-    return task_frontiers(summary, "math", n_boot=200)
+    return task_frontiers(summary, "math", options=Bootstrap(n_boot=200))
 
 
 def assert_escaped(text: str) -> None:
@@ -83,7 +75,9 @@ def assert_escaped(text: str) -> None:
 
 def test_experiment_frontier_lists_failed_and_base(summary):
     rows = summary[(summary["task"] == "math") & (summary["source"] == "this run")]
-    table = experiment_frontier(rows, "train_memory_gb", quality="test_accuracy", n_boot=100)
+    table = experiment_frontier(
+        rows, "train_memory_gb", registry.get("math"), options=Bootstrap(n_boot=100)
+    )
     by_name = table.set_index("experiment")
     assert by_name.loc["ia3/broken", "missing"] == "test_accuracy,train_memory_gb"
     assert by_name.loc["ia3/broken", "failed_seeds"] == 1
@@ -96,9 +90,9 @@ def test_experiment_frontier_lists_failed_and_base(summary):
     assert by_name.loc["lora/r16", "noise"] == "binomial"
 
 
-def test_tradeoff_chart_layers_and_side_by_side(frontiers, summary):
+def test_frontier_chart_two_sources_side_by_side(frontiers, summary):
     colors = legend_colors(summary)
-    chart = tradeoff_chart(
+    chart = frontier_chart(
         frontiers["memory"], "train_memory_gb", "test_accuracy", colors, "Accuracy vs memory"
     )
     spec = chart.to_dict()
@@ -137,15 +131,15 @@ def test_tradeoff_chart_layers_and_side_by_side(frontiers, summary):
     assert rows["lora/r16"]["label"].startswith("lora/r16 · ")
     assert rows["miss/llama-3.2-3B-default"]["source"] == "published"
     # Forced overlay puts both sources on one panel.
-    overlay = tradeoff_chart(
+    overlay = frontier_chart(
         frontiers["memory"], "train_memory_gb", "test_accuracy", colors, "t", layout="overlay"
     ).to_dict()
     assert "layer" in overlay and "hconcat" not in overlay
 
 
-def test_tradeoff_chart_log_axis_for_parameters(frontiers, summary):
+def test_frontier_chart_log_axis_for_parameters(frontiers, summary):
     this_run = frontiers["params"][frontiers["params"]["source"] == "this run"]
-    spec = tradeoff_chart(
+    spec = frontier_chart(
         this_run, "trainable_params", "test_accuracy", legend_colors(summary), "params"
     ).to_dict()
     x_scales = [
@@ -176,7 +170,7 @@ def test_script_json_cannot_close_the_script():
 
 
 def test_chart_html_escapes_experiment_names(frontiers, summary, tmp_path):
-    chart = tradeoff_chart(
+    chart = frontier_chart(
         frontiers["memory"], "train_memory_gb", "test_accuracy", legend_colors(summary), EVIL_NAME
     )
     html_path, png_path, svg_path = (tmp_path / f"c.{ext}" for ext in ("html", "png", "svg"))
@@ -287,7 +281,7 @@ def test_image_frontier_resamples_per_image_similarity(image_summary):
     _, vectors = image_results()
     this_run = image_summary[image_summary["source"] == "this run"]
     items = {label: vectors[e] for label, e in this_run["experiment"].items() if e in vectors}
-    frontiers = task_frontiers(image_summary, "image", items, n_boot=300)
+    frontiers = task_frontiers(image_summary, "image", items, options=Bootstrap(n_boot=300))
     memory = frontiers["memory"].set_index(["source", "experiment"])
     ours = memory.loc["this run"]
     assert ours.loc["lora/r8", "noise"] == "items" and ours.loc["lora/r8", "n_items"] == N_IMAGES
@@ -299,7 +293,7 @@ def test_image_frontier_resamples_per_image_similarity(image_summary):
     # The published FLUX.2 row is in the image task, resampled on its own (no interval: none).
     assert memory.loc[("published", "oft/flux2-klein-default"), "noise"] == "none"
     # Without per-image scores the stored similarity interval is the noise model.
-    without = task_frontiers(image_summary, "image", n_boot=100)["memory"]
+    without = task_frontiers(image_summary, "image", options=Bootstrap(n_boot=100))["memory"]
     assert set(without.loc[without["source"] == "this run", "noise"]) == {"normal", "none"}
     page = frontier_page("image", frontiers, multi_objective_table(image_summary, "image"))
     assert_escaped(page)
@@ -329,6 +323,14 @@ def test_image_captions_and_learning_curves(image_summary):
     assert {row["value"] for row in rows if row["metric"] == "validation"} == {0.61}
     glossary = summary_page(image_summary)
     assert "DINOv2-base CLS" in glossary and "small encoder trained by the workflow" in glossary
+
+
+def test_rst_captions_are_generated_from_the_chart_captions():
+    # One source: rules/captions/<chart>.rst is written by peftbench.report.captions.write_rst.
+    for chart in CHARTS:
+        assert (CAPTIONS / f"{chart}.rst").read_text(encoding="utf-8") == rst_caption(chart), chart
+    assert "peak training memory" in rst_caption("memory")
+    assert "{{ snakemake.wildcards.task }}" in rst_caption("curves")
 
 
 def png_bytes(color: tuple[int, int, int]) -> bytes:

@@ -13,16 +13,16 @@ from peftbench.analysis.aggregate import write_summary
 from peftbench.analysis.families import FAMILIES, method_colors, method_family
 from peftbench.analysis.published import import_published
 from peftbench.analysis.summary import (
-    CROSS_TASK_COLUMNS,
     build_summary,
+    cross_task_columns,
     curves_table,
     item_scores,
     key_settings,
     read_summary,
-    run_dir,
     table_item_scores,
     write_summary_files,
 )
+from peftbench.core.layout import run_dir
 
 FIXTURES = Path(__file__).parent / "data" / "published"
 
@@ -89,7 +89,7 @@ def test_key_settings():
 def test_build_summary_columns_sources_and_frontiers():
     published = import_published({"math": FIXTURES})
     table = build_summary(local_results(), published)
-    assert list(table.columns) == CROSS_TASK_COLUMNS
+    assert list(table.columns) == cross_task_columns()
     assert {"family", "source", "status", "error", "config_hash"} <= set(table.columns)
     this_run = table[table["source"] == "this run"]
     assert len(this_run) == 6 and len(table) == 6 + len(published.rows)
@@ -120,7 +120,7 @@ def test_build_summary_without_published_and_empty():
     table = build_summary(local_results())
     assert set(table["source"]) == {"this run"}
     empty = build_summary([])
-    assert list(empty.columns) == CROSS_TASK_COLUMNS and empty.empty
+    assert list(empty.columns) == cross_task_columns() and empty.empty
 
 
 def test_summary_files_roundtrip(tmp_path):
@@ -129,7 +129,7 @@ def test_summary_files_roundtrip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.parquet"]
     for name in ("s.parquet", "s.csv"):
         back = read_summary(tmp_path / name)
-        assert list(back.columns) == CROSS_TASK_COLUMNS
+        assert list(back.columns) == cross_task_columns()
         assert back["experiment"].tolist() == table["experiment"].tolist()
         assert back["on_frontier"].tolist() == table["on_frontier"].tolist()
         assert back["error"].tolist() == table["error"].tolist()
@@ -155,11 +155,11 @@ def write_predictions(folder: Path, answers: list[tuple[str, str | None]]) -> No
 
 def test_item_scores(tmp_path):
     write_predictions(tmp_path / "run", [("5", "5"), ("2.5", "2.50"), ("7", None), ("3", "4")])
-    assert item_scores(tmp_path / "run").tolist() == [1.0, 1.0, 0.0, 0.0]
-    assert item_scores(tmp_path / "absent") is None
+    assert item_scores(tmp_path / "run", "math").tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert item_scores(tmp_path / "absent", "math") is None
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "test_predictions.jsonl").write_text("\n")
-    assert item_scores(tmp_path / "empty") is None
+    assert item_scores(tmp_path / "empty", "math") is None
 
 
 def test_table_item_scores_uses_run_folders(tmp_path):
@@ -200,9 +200,10 @@ def image_results():
 def test_build_summary_math_and_image_tasks_with_published_image_rows():
     published = import_published({"math": FIXTURES})
     table = build_summary([*local_results(), *image_results()], published)
-    assert list(table.columns) == CROSS_TASK_COLUMNS
+    assert list(table.columns) == cross_task_columns()
     # similarity and drift are summary columns, each listed once.
-    assert CROSS_TASK_COLUMNS.count("similarity") == 1 and CROSS_TASK_COLUMNS.count("drift") == 1
+    columns = cross_task_columns()
+    assert columns.count("similarity") == 1 and columns.count("drift") == 1
     image = table[table["task"] == "image"]
     # The published FLUX.2 row is imported under our image task, next to this run's rows.
     assert set(image["source"]) == {"this run", "published"}
@@ -229,7 +230,7 @@ def write_similarity(folder: Path, values: list[float]) -> None:
 
 def test_item_scores_reads_per_image_similarity(tmp_path):
     write_similarity(tmp_path / "run", [0.5, 0.25, 0.75])
-    assert item_scores(tmp_path / "run").tolist() == [0.5, 0.25, 0.75]
+    assert item_scores(tmp_path / "run", "image").tolist() == [0.5, 0.25, 0.75]
     table = build_summary(image_results())
     write_similarity(run_dir(tmp_path, "image", "oft/b16", 0), [0.1, 0.9])
     scores = table_item_scores(table, tmp_path)

@@ -8,7 +8,9 @@ from tiny import CONFIG, PARAMS, TIMING_KEYS, run  # noqa: E402
 
 from peftbench.analysis.aggregate import validate_result
 from peftbench.core.config import deep_merge
+from peftbench.core.runs import SHARED_METRICS
 from peftbench.core.train import batch_stream, encode
+from peftbench.tasks.math import SPEC
 
 
 def test_prepared_data_is_disjoint_and_complete(tiny):
@@ -36,6 +38,7 @@ def test_lora_run_writes_a_valid_result(tiny):
     assert result["status"] == "success", result["error"]
     validate_result(json.loads((tiny / "lora/result.json").read_text()))
     m = result["metrics"]
+    assert set(m) == {*SHARED_METRICS, *SPEC.metrics}  # the shared metrics and math's own
     assert 0 < m["trainable_params"] < m["total_params"]
     assert m["train_steps"] == PARAMS["max_steps"]
     assert m["train_time_s"] > 0 and m["eval_time_s"] > 0 and m["train_tokens"] > 0
@@ -63,8 +66,13 @@ def test_same_seed_same_numbers(tiny):
 
 def test_nan_loss_fails_the_run_but_writes_a_result(tiny):
     # lora_alpha = Infinity makes the adapter's scaling infinite: the first loss is NaN.
-    adapter = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha": float("inf"),
-               "target_modules": ["q_proj", "v_proj"]}  # fmt: skip
+    adapter = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": 4,
+        "lora_alpha": float("inf"),
+        "target_modules": ["q_proj", "v_proj"],
+    }
     result = run(tiny, "lora/nan", "nan", adapter=adapter)
     assert result["status"] == "failed"
     assert "NonFiniteLossError" in result["error"]
@@ -75,8 +83,10 @@ def test_nan_loss_fails_the_run_but_writes_a_result(tiny):
 
 def test_training_learns(tiny):
     """Full fine-tuning for a few more steps lowers the training loss."""
-    params = deep_merge(PARAMS, {"max_steps": 30, "log_steps": 10, "eval_steps": 0,
-                                 "optimizer_kwargs": {"lr": 0.003}})  # fmt: skip
+    params = deep_merge(
+        PARAMS,
+        {"max_steps": 30, "log_steps": 10, "eval_steps": 0, "optimizer_kwargs": {"lr": 0.003}},
+    )
     result = run(tiny, "full-finetuning/lr_0.001", "full", params=params)
     losses = [p["loss"] for p in result["curves"]["train_loss"]]
     assert losses[-1] < losses[0]
@@ -128,10 +138,16 @@ def test_peft_optimizers(kind, kwargs):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from peftbench.core.train import make_optimizer
+    from peftbench.core.optim import make_optimizer
 
-    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     model = get_peft_model(
         LlamaForCausalLM(config), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     )
@@ -157,9 +173,17 @@ def test_greedy_generate_matches_a_manual_greedy_loop(peft_type):
     from peftbench.tasks.math.evaluate import greedy_generate
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     kwargs = {"task_type": "CAUSAL_LM"}
     if peft_type == "LORA":
         kwargs.update(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -191,3 +215,10 @@ def test_greedy_generate_matches_a_manual_greedy_loop(peft_type):
                 ids = torch.cat([ids, logits[:, -1:].argmax(-1)], dim=1)
         expected = " ".join(str(int(t)) for t in ids[0, len(Tok()(prompt)["input_ids"]) :])
         assert text == expected, (peft_type, prompt)
+
+
+def test_every_result_has_the_shared_metrics_the_schema_requires():
+    from peftbench.analysis.aggregate import SCHEMA_PATH
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert set(schema["properties"]["metrics"]["required"]) == set(SHARED_METRICS)

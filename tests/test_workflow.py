@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from wfutil import REPO, copy_workflow, job_counts, snakemake
+from wfutil import REPO, copy_workflow, job_counts, snakemake, task_jobs
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +88,18 @@ def test_each_task_runs_alone(workflow_run: Path) -> None:
     # Only the cross-task summary and report (their inputs changed) may rerun, no training.
     counts = job_counts(proc.stdout)
     assert not any(r.startswith(("image", "math")) for r in counts), proc.stdout
+    assert not {"train", "prepare_data"} & set(counts), proc.stdout
     proc = snakemake(workflow_run, "-n", "--config", "tasks=[image]")
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
-    assert counts.get("image_train") == 1 and not any(r.startswith("math") for r in counts)
-    # Rebuild what was deleted with both tasks, as the other tests expect it.
-    proc = snakemake(workflow_run)
+    assert task_jobs(proc.stdout, "train") == {"image": 1}, proc.stdout
+    assert not any(r.startswith("math") for r in counts)
+    # Rebuild what was deleted with both tasks, as the other tests expect it. Named: Snakemake
+    # does not rebuild a missing intermediate file whose downstream outputs are up to date.
+    deleted = "results/image/runs/lora/rank4/seed0/result.json"
+    proc = snakemake(workflow_run, targets=("all", deleted))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workflow_run / deleted).is_file()
 
 
 def test_editing_one_image_experiment_reruns_only_it(workflow_run: Path) -> None:
@@ -109,8 +114,9 @@ def test_editing_one_image_experiment_reruns_only_it(workflow_run: Path) -> None
         config_path.write_text(original)
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
-    assert counts.get("image_train") == 1 and counts.get("image_aggregate") == 1, proc.stdout
-    assert not {"image_base_model", "image_encoder", "image_prepare_data"} & set(counts)
+    assert task_jobs(proc.stdout, "train") == {"image": 1}, proc.stdout
+    assert task_jobs(proc.stdout, "aggregate") == {"image": 1}, proc.stdout
+    assert not {"image_base_model", "image_encoder", "prepare_data"} & set(counts)
     assert not any(rule.startswith("math") for rule in counts)
 
 
@@ -128,16 +134,16 @@ def test_editing_one_experiment_reruns_only_it(workflow_run: Path) -> None:
     proc = snakemake(workflow_run, "-n")
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
-    assert counts.get("math_train") == 1, proc.stdout
-    assert counts.get("math_aggregate") == 1
-    assert "math_base_model" not in counts and "math_prepare_data" not in counts
+    assert task_jobs(proc.stdout, "train") == {"math": 1}, proc.stdout
+    assert task_jobs(proc.stdout, "aggregate") == {"math": 1}, proc.stdout
+    assert "math_base_model" not in counts and "prepare_data" not in counts
 
 
 def test_changing_a_task_default_reruns_every_experiment(workflow_run: Path) -> None:
     summary = pd.read_csv(workflow_run / "results/math/summary.csv")
     proc = snakemake(workflow_run, "-n", extra_config="math: {training: {max_steps: 7}}\n")
     assert proc.returncode == 0, proc.stderr
-    assert job_counts(proc.stdout).get("math_train") == len(summary), proc.stdout
+    assert task_jobs(proc.stdout, "train") == {"math": len(summary)}, proc.stdout
 
 
 def test_changing_training_code_reruns_training_only(workflow_run: Path) -> None:
@@ -151,8 +157,25 @@ def test_changing_training_code_reruns_training_only(workflow_run: Path) -> None
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
     summary = pd.read_csv(workflow_run / "results/math/summary.csv")
-    assert counts.get("math_train") == len(summary), proc.stdout
-    assert "math_prepare_data" not in counts and "math_base_model" not in counts
+    assert task_jobs(proc.stdout, "train") == {"math": len(summary)}, proc.stdout
+    assert "prepare_data" not in counts and "math_base_model" not in counts
+
+
+def test_changing_data_code_reruns_data_and_training(workflow_run: Path) -> None:
+    """The math run module imports the data module (its data hash): editing it reruns the data
+    preparation and every math training job, and nothing of the image task."""
+    code = workflow_run / "peftbench/tasks/math/data.py"
+    original = code.read_text()
+    code.write_text(original + "\n# a change to the data code\n")
+    try:
+        proc = snakemake(workflow_run, "-n")
+    finally:
+        code.write_text(original)
+    assert proc.returncode == 0, proc.stderr
+    summary = pd.read_csv(workflow_run / "results/math/summary.csv")
+    assert task_jobs(proc.stdout, "prepare_data") == {"math": 1}, proc.stdout
+    assert task_jobs(proc.stdout, "train") == {"math": len(summary)}, proc.stdout
+    assert not any(rule.startswith("image") for rule in job_counts(proc.stdout))
 
 
 def test_failed_experiment_next_to_a_good_one(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 
 from peftbench.core.config import deep_merge
+from peftbench.core.runs import RunContext
 from peftbench.tasks.math import run as math_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,8 +15,15 @@ CONFIG = deep_merge(
     yaml.safe_load((REPO / "config/test.yaml").read_text()),
 )["math"]
 PARAMS = CONFIG["training"]
-TIMING_KEYS = {"train_memory_peak_bytes", "train_memory_allocated_peak_bytes", "eval_memory_peak_bytes",
-               "eval_memory_allocated_peak_bytes", "train_time_s", "eval_time_s", "train_tokens_per_s"}  # fmt: skip
+TIMING_KEYS = {
+    "train_memory_peak_bytes",
+    "train_memory_allocated_peak_bytes",
+    "eval_memory_peak_bytes",
+    "eval_memory_allocated_peak_bytes",
+    "train_time_s",
+    "eval_time_s",
+    "train_tokens_per_s",
+}
 
 
 def run(tiny: Path, experiment: str, out: str, params=PARAMS, adapter: dict | None = None) -> dict:
@@ -25,9 +33,17 @@ def run(tiny: Path, experiment: str, out: str, params=PARAMS, adapter: dict | No
         exp_dir = tiny / "experiments" / experiment
         exp_dir.mkdir(parents=True, exist_ok=True)
         (exp_dir / "adapter_config.json").write_text(json.dumps(adapter))
-    return math_task.run_experiment(
-        task="math", method=method, name=name, seed=0,
-        exp_dir=exp_dir if method != "base" else None, params=params,
-        model_cfg=CONFIG["base_model"], base_dir=tiny / "base", data_dir=tiny / "data",
-        out_dir=tiny / out, threads=1, progress=False,
-    )  # fmt: skip
+    ctx = RunContext(
+        task="math",
+        method=method,
+        name=name,
+        seed=0,
+        exp_dir=exp_dir if method != "base" else None,
+        params=params,
+        task_cfg=CONFIG,
+        inputs={"data": tiny / "data", "base": tiny / "base"},
+        out_dir=tiny / out,
+        threads=1,
+        progress=False,
+    )
+    return math_task.run_experiment(ctx)

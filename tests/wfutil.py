@@ -4,32 +4,41 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench"]
 
 
-def copy_workflow(dest: Path) -> Path:
-    """Copy what the workflow needs into ``dest`` (so runs never touch the user's results/)."""
-    for name in COPY:
+def copy_workflow(dest: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Copy what the workflow needs into ``dest`` (so runs never touch the user's results/), plus
+    the ``extra`` paths of the repository (e.g. ``tests/toy_task``)."""
+    for name in [*COPY, *extra]:
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest / name)
     return dest
 
 
-def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = ("config/test.yaml",),
-              extra_config: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
-    """Run Snakemake on the test profile in ``workdir``; ``extra_config`` is YAML laid on top."""
+def snakemake(
+    workdir: Path,
+    *args: str,
+    configfiles: tuple[str, ...] = ("config/test.yaml",),
+    extra_config: str | None = None,
+    targets: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
+    """Run Snakemake on the test profile in ``workdir``; ``extra_config`` is YAML laid on top.
+    ``targets`` go first: after ``--configfile`` they would be read as more config files."""
     files = list(configfiles)
     if extra_config is not None:
         (workdir / "extra.yaml").write_text(extra_config)
         files.append("extra.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=1",
-           "--configfile", *files, *args]  # fmt: skip
+    options = ["--cores", "2", "--resources", "gpu=1", "--configfile", *files]
+    cmd = [sys.executable, "-m", "snakemake", *targets, *options, *args]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
 
 
@@ -40,3 +49,21 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
         if rule != "total":
             counts[rule] = int(count)
     return counts
+
+
+def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run lists, in its order."""
+    jobs = []
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", dry_run_output, flags=re.M):
+        head = re.match(r"(?:local)?rule (\w+):$", block, flags=re.M)
+        if head is None:
+            continue
+        found = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
+        pairs = (p.split("=", 1) for p in found.group(1).split(", ")) if found else ()
+        jobs.append((head.group(1), dict(pairs)))
+    return jobs
+
+
+def task_jobs(dry_run_output: str, rule: str) -> Counter:
+    """How many jobs of a generic ``rule`` (task wildcard) a dry run plans, per task."""
+    return Counter(w.get("task") for r, w in planned_jobs(dry_run_output) if r == rule)

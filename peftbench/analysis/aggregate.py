@@ -2,17 +2,16 @@
 
 Result files follow ``peftbench/schemas/result.schema.json`` and live at
 ``results/<task>/runs/<method>/<name>/seed<seed>/result.json``. The summary has one row per
-result (experiment x seed) with raw units converted to readable ones (GB, minutes, MB). Every
-task shares the columns; a metric a task does not measure is missing (math has no
-``similarity``, image no ``test_accuracy``). :data:`TASK_METRICS` says which columns are a
-task's headline quality, its forgetting-like side effect and its learning curve.
+result (experiment x seed) with raw units converted to readable ones (GB, minutes, MB). Its
+columns are the shared ones plus every known task's own (its spec's quality, interval, side
+effect and extra columns); a column of another task is missing. A result of a task the
+registry does not know is an error.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,67 +20,18 @@ import jsonschema
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis.pareto import pareto_mask
+from peftbench.analysis.frontier import pareto_mask
+from peftbench.analysis.glossary import integer_columns
 from peftbench.core.io import atomic_path
+from peftbench.core.layout import BASE_METHOD
+from peftbench.tasks import registry
+from peftbench.tasks.spec import Column
 
 SCHEMA_PATH = Path(__file__).parents[1] / "schemas" / "result.schema.json"
 
-#: Method name of the base-model reference row.
-BASE_METHOD = "base"
-
-
-@dataclass(frozen=True)
-class TaskMetrics:
-    """Which summary columns and curves play which part for one task."""
-
-    #: Headline quality (higher is better); ``<quality>_ci_low/_ci_high`` hold its interval.
-    quality: str
-    #: Side effect of fine-tuning away from the task (lower is better).
-    forgetting: str
-    #: Key of the validation learning curve in ``result["curves"]`` ...
-    valid_curve: str
-    #: ... and the key of its value in each point.
-    valid_value: str
-
-
-#: Metrics of each task. Tasks not listed are read like math.
-TASK_METRICS: dict[str, TaskMetrics] = {
-    "math": TaskMetrics("test_accuracy", "forgetting", "valid_accuracy", "accuracy"),
-    "image": TaskMetrics("similarity", "drift", "valid_similarity", "similarity"),
-}
-
-
-def task_metrics(task: str) -> TaskMetrics:
-    """The :class:`TaskMetrics` of ``task`` (math's for a task not in :data:`TASK_METRICS`)."""
-    return TASK_METRICS.get(task, TASK_METRICS["math"])
-
-
-def quality_column(task: str) -> str:
-    """Name of ``task``'s headline quality column in the summary."""
-    return task_metrics(task).quality
-
-
-def ci_columns(quality: str) -> tuple[str, str]:
-    """Summary columns of one run's 95% interval of ``quality`` (e.g. ``similarity_ci_low``)."""
-    return f"{quality}_ci_low", f"{quality}_ci_high"
-
-
-#: Column order of the summary table.
-SUMMARY_COLUMNS: list[str] = [
-    "task",
-    "experiment",
-    "method",
-    "name",
-    "seed",
-    "status",
-    "error",
-    "peft_type",
-    "test_accuracy",
-    "test_accuracy_ci_low",
-    "test_accuracy_ci_high",
-    "similarity",
-    "similarity_ci_low",
-    "similarity_ci_high",
+# Shared columns in summary order; each task's columns go between them (see summary_columns).
+_IDENTITY = ["task", "experiment", "method", "name", "seed", "status", "error", "peft_type"]
+_COSTS = [
     "test_n",
     "train_memory_gb",
     "train_memory_allocated_gb",
@@ -89,18 +39,13 @@ SUMMARY_COLUMNS: list[str] = [
     "memory_measure",
     "train_time_min",
     "eval_time_min",
-    "generation_time_min",
-    "train_tokens_per_s",
-    "train_samples",
     "trainable_params",
     "total_params",
     "trainable_pct",
     "file_size_mb",
-    "forgetting",
-    "drift",
-    "train_loss_final",
-    "valid_accuracy_final",
-    "valid_similarity_final",
+]
+_TRAINING = ["train_loss_final"]
+_PROVENANCE = [
     "lr",
     "max_steps",
     "config_hash",
@@ -109,34 +54,53 @@ SUMMARY_COLUMNS: list[str] = [
     "torch_version",
     "transformers_version",
     "device",
-    "on_frontier",
+    "cpu_numerics",
 ]
 
-# Counts stay integers with a missing marker (nullable Int64) so the CSV shows "1234" and not
-# "1234.0"; text stays text; everything else (but the on_frontier flag) is float64 with NaN.
-INT_COLUMNS = ["seed", "test_n", "train_samples", "trainable_params", "total_params", "max_steps"]
+# Text stays text; counts are nullable Int64 (so the CSV shows "1234", not "1234.0");
+# everything else (but the on_frontier flag) is float64 with NaN.
 TEXT_COLUMNS = [
-    "task",
-    "experiment",
-    "method",
-    "name",
-    "status",
-    "error",
-    "peft_type",
+    *(c for c in _IDENTITY if c != "seed"),
     "memory_measure",
-    "config_hash",
-    "code_revision",
-    "peft_version",
-    "torch_version",
-    "transformers_version",
-    "device",
-]
-FLOAT_COLUMNS = [
-    c for c in SUMMARY_COLUMNS if c not in {*INT_COLUMNS, *TEXT_COLUMNS, "on_frontier"}
+    *(c for c in _PROVENANCE if c not in ("lr", "max_steps")),
 ]
 
 #: Provenance columns that should agree across a comparable set of results.
-PROVENANCE_COLUMNS = ["peft_version", "torch_version", "transformers_version", "code_revision"]
+PROVENANCE_COLUMNS = [
+    "peft_version",
+    "torch_version",
+    "transformers_version",
+    "code_revision",
+    "cpu_numerics",
+]
+
+
+def summary_columns() -> list[str]:
+    """Column order of the summary table: identity, every known task's quality and interval,
+    costs, side effects, training loss, the tasks' extra columns, settings and provenance."""
+    specs = registry.known()
+    quality = [name for s in specs for name in (s.quality.name, *s.ci_columns)]
+    side_effects = [s.side_effect.name for s in specs]
+    extras = [column.name for s in specs for column in s.columns]
+    columns = [*_IDENTITY, *quality, *_COSTS, *side_effects, *_TRAINING, *extras, *_PROVENANCE]
+    return list(dict.fromkeys([*columns, "on_frontier"]))
+
+
+def int_columns() -> list[str]:
+    """Summary columns that are counts."""
+    counts = integer_columns()
+    return [c for c in summary_columns() if c in counts]
+
+
+def float_columns() -> list[str]:
+    """Summary columns that are measurements (float64 with NaN)."""
+    other = {*int_columns(), *TEXT_COLUMNS, "on_frontier"}
+    return [c for c in summary_columns() if c not in other]
+
+
+def quality_column(task: str) -> str:
+    """Name of ``task``'s headline quality column in the summary."""
+    return registry.get(task).quality.name
 
 
 @cache
@@ -161,19 +125,45 @@ def _error_field(error: jsonschema.ValidationError) -> str:
 
 
 def validate_result(document: Any, source: str = "<result>") -> None:
-    """Raise ValueError naming ``source`` and the failing field(s) if ``document`` is invalid."""
+    """Raise ValueError naming ``source`` and the failing field(s) if ``document`` is invalid.
+
+    Beyond the schema (the shared keys), the task must be known to the registry, every metric
+    key of its spec (``TaskSpec.metrics``) must be present (null when unmeasured) and so must
+    its validation curve (``valid_curve``, points with ``step`` and ``valid_value``).
+    """
     errors = sorted(_validator().iter_errors(document), key=_error_field)
     if errors:
         details = "; ".join(f"{_error_field(e)}: {e.message}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise ValueError(f"{source}: invalid result file: {details}{more}")
+    try:
+        spec = registry.get(document["task"])
+    except registry.UnknownTaskError as exc:
+        raise ValueError(f"{source}: {exc}") from exc
+    problems = [
+        f"metrics.{key}: {key!r} is a required property"
+        for key in spec.metrics
+        if key not in document["metrics"]
+    ]
+    curve = document["curves"].get(spec.valid_curve)
+    if not isinstance(curve, list):
+        problems.append(f"curves.{spec.valid_curve}: a list of points is required")
+    else:
+        problems += [
+            f"curves.{spec.valid_curve}[{i}]: {spec.valid_value!r} and 'step' are required"
+            for i, point in enumerate(curve)
+            if not isinstance(point, Mapping) or not {"step", spec.valid_value} <= set(point)
+        ]
+    if problems:
+        details = "; ".join(problems[:5])
+        raise ValueError(f"{source}: invalid result file of task {spec.name}: {details}")
 
 
 def load_results(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
     """Read and schema-validate result files, in the given order.
 
-    Raises ValueError naming the file (and the failing field) for unreadable JSON or a
-    document that does not match the result schema.
+    Raises ValueError naming the file (and the failing field) for unreadable JSON, a
+    document that does not match the result schema or a task the registry does not know.
     """
     results = []
     for path in map(Path, paths):
@@ -197,8 +187,18 @@ def _package_version(packages: Mapping[str, Any], name: str) -> str | None:
     return None if version is None else str(version)
 
 
+def _task_value(metrics: Mapping[str, Any], column: Column) -> Any:
+    """A task column's value from the result's metrics (scaled when the spec says so)."""
+    value = metrics.get(column.metric or column.name)
+    return value if column.scale == 1.0 else _scaled(value, column.scale)
+
+
 def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten one validated result into a summary row (without on_frontier)."""
+    try:
+        spec = registry.get(result["task"])
+    except registry.UnknownTaskError as exc:
+        raise ValueError(f"result {result['experiment']} seed {result['seed']}: {exc}") from exc
     metrics = result["metrics"]
     config = result["config"] or {}
     provenance = result["provenance"]
@@ -219,13 +219,8 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "status": result["status"],
         "error": result["error"],
         "peft_type": peft_config.get("peft_type"),
-        "test_accuracy": metrics["test_accuracy"],
-        "test_accuracy_ci_low": metrics["test_accuracy_ci_low"],
-        "test_accuracy_ci_high": metrics["test_accuracy_ci_high"],
-        # Image-task metrics are optional in the schema: math results do not have them.
-        "similarity": metrics.get("similarity"),
-        "similarity_ci_low": metrics.get("similarity_ci_low"),
-        "similarity_ci_high": metrics.get("similarity_ci_high"),
+        # The task's own columns; other tasks' columns stay missing.
+        **{column.name: _task_value(metrics, column) for column in spec.all_columns()},
         "test_n": metrics["test_n"],
         "train_memory_gb": _scaled(metrics["train_memory_peak_bytes"], 1e9),
         "train_memory_allocated_gb": _scaled(metrics["train_memory_allocated_peak_bytes"], 1e9),
@@ -233,18 +228,11 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "memory_measure": metrics["memory_measure"],
         "train_time_min": _scaled(metrics["train_time_s"], 60.0),
         "eval_time_min": _scaled(metrics["eval_time_s"], 60.0),
-        "generation_time_min": _scaled(metrics.get("generation_time_s"), 60.0),
-        "train_tokens_per_s": metrics["train_tokens_per_s"],
-        "train_samples": metrics.get("train_samples"),
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": trainable_pct,
         "file_size_mb": _scaled(metrics["file_size_bytes"], 1e6),
-        "forgetting": metrics["forgetting"],
-        "drift": metrics.get("drift"),
         "train_loss_final": metrics["train_loss_final"],
-        "valid_accuracy_final": metrics["valid_accuracy_final"],
-        "valid_similarity_final": metrics.get("valid_similarity_final"),
         "lr": optimizer_kwargs.get("lr"),
         "max_steps": config.get("max_steps"),
         "config_hash": provenance["config_hash"],
@@ -253,7 +241,15 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "torch_version": _package_version(packages, "torch"),
         "transformers_version": _package_version(packages, "transformers"),
         "device": provenance["device"],
+        "cpu_numerics": _numerics_key(provenance),
     }
+
+
+def _numerics_key(provenance: Mapping[str, Any]) -> str | None:
+    """What decided the run's CPU floating-point results (kernels, BLAS, pinned settings,
+    threads; ``peftbench.core.provenance.numerics``), None where unrecorded."""
+    hardware = provenance.get("hardware") or {}
+    return (hardware.get("numerics") or {}).get("key")
 
 
 def row_quality(table: pd.DataFrame) -> pd.Series:
@@ -281,8 +277,7 @@ def frontier_flags(table: pd.DataFrame, by: Sequence[str] = ("task",)) -> np.nda
         rows = rows[rows["status"] == "success"]
         if rows.empty:
             continue
-        task = key[0]
-        mask = pareto_mask(rows, {quality_column(task): "max", "train_memory_gb": "min"})
+        mask = pareto_mask(rows, {quality_column(key[0]): "max", "train_memory_gb": "min"})
         flags[table.index.get_indexer(mask.index[mask.to_numpy()])] = True
     return flags
 
@@ -311,26 +306,27 @@ def sort_rows(table: pd.DataFrame, leading: Mapping[str, pd.Series] | None = Non
 
 
 def summarize(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Build the summary table: one row per result, columns as in ``SUMMARY_COLUMNS``.
+    """Build the summary table: one row per result, columns as in :func:`summary_columns`.
 
     Failed results are kept; metrics they could not measure are NaN. ``on_frontier`` marks
-    the Pareto frontier of each task's quality (:func:`quality_column`, max) vs
-    train_memory_gb (min) among successful rows only, per task. Rows are sorted by task, base
-    model first, then by quality descending (missing last), then by experiment and seed.
+    the Pareto frontier of each task's quality (max) vs train_memory_gb (min) among
+    successful rows only, per task. Rows are sorted by task, base model first, then by
+    quality descending (missing last), then by experiment and seed.
     """
+    columns = summary_columns()
     rows = [_summary_row(result) for result in results]
-    df = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS if c != "on_frontier"])
+    df = pd.DataFrame(rows, columns=[c for c in columns if c != "on_frontier"])
 
-    for column in FLOAT_COLUMNS:
+    for column in float_columns():
         # lr comes from free-form config, so tolerate strings such as "1e-4"; the other
         # columns are schema-checked numbers or null.
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
-    for column in INT_COLUMNS:
+    for column in int_columns():
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
 
     df["on_frontier"] = frontier_flags(df)
     df = sort_rows(df, {"_task": df["task"].astype(str)})
-    return df.reset_index(drop=True)[SUMMARY_COLUMNS]
+    return df.reset_index(drop=True)[columns]
 
 
 def provenance_warnings(df: pd.DataFrame) -> list[str]:

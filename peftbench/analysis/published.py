@@ -1,13 +1,12 @@
 """Import published results of the Hugging Face PEFT method-comparison suite.
 
-Two result formats are read, both a JSON object with ``run_info``, ``train_info`` and
-``meta_info`` (one file per experiment, ``<method>--<name>.json``):
-
-* MetaMathQA (task "math"): the last ``train_info.metrics`` entry holds ``test accuracy``,
-  ``train loss`` and ``forgetting``; earlier entries are validation points (``valid accuracy``).
-* image generation (format "image-gen", imported as task "image" so the published FLUX.2 rows
-  sit next to this workflow's image task): the last entry holds ``test dino_similarity`` and
-  ``drift`` (may be NaN); earlier entries ``valid dino_similarity``.
+Every result file of the suite is a JSON object with ``run_info``, ``train_info`` and
+``meta_info`` (one file per experiment, ``<method>--<name>.json``); the last
+``train_info.metrics`` entry holds the test metrics, the earlier ones are validation points.
+Which metrics those are depends on the suite's task: each task of this workflow that compares
+with one says so in its spec (:class:`~peftbench.tasks.spec.PublishedFormat`: the keys that
+identify the format, the quality, side-effect and validation keys), and the file is imported
+under that task, so the published rows sit next to this workflow's.
 
 Each file becomes one row in the units of the summary table (GB = 1e9 bytes, minutes, MB =
 1e6 bytes). Files that cannot be read, or that are in neither format, are skipped with a
@@ -25,21 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.analysis.families import method_family
+from peftbench.analysis.glossary import task_columns
 from peftbench.core.config import ConfigError
 from peftbench.core.stats import wilson_interval
+from peftbench.tasks import registry
+from peftbench.tasks.spec import PublishedFormat, TaskSpec
 
-#: Task each published format is imported under (the task of this workflow it compares with).
-FORMAT_TASKS: dict[str, str] = {"metamathqa": "math", "image-gen": "image"}
-
-#: The published MetaMathQA suite scores the whole GSM8K test split; its result files do not
-#: store the count, so it is needed to turn an accuracy into correct/total for intervals.
-GSM8K_TEST_N = 1319
+#: ``source`` of the imported rows.
+SOURCE_PUBLISHED = "published"
 
 #: ``file_size`` the published suite writes when saving the adapter failed (not a size).
 FILE_SIZE_SENTINEL = 99_999_999
 
 #: ``memory_measure`` of published rows: peak reserved accelerator memory above the
-#: pre-load baseline, over the whole run (MetaMathQA) or the training steps (image-gen).
+#: pre-load baseline, over the whole run or the training steps (as the suite's task measures).
 PUBLISHED_MEMORY_MEASURE = "published_accelerator_memory_max"
 
 _NUMBER = (int, float)
@@ -129,11 +127,13 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def detect_format(document: Any) -> str:
-    """Name of the published format of ``document``: "metamathqa" or "image-gen".
+def _formats() -> list[tuple[TaskSpec, PublishedFormat]]:
+    """The published formats of every known task."""
+    return [(spec, spec.published) for spec in registry.known() if spec.published is not None]
 
-    Raises PublishedFormatError when it is neither.
-    """
+
+def _detect(document: Any) -> tuple[TaskSpec, PublishedFormat]:
+    """The task and published format of ``document``; PublishedFormatError when none fits."""
     if not isinstance(document, dict):
         raise PublishedFormatError(f"top level must be an object, got {type(document).__name__}")
     missing = [k for k in ("run_info", "train_info", "meta_info") if k not in document]
@@ -147,22 +147,26 @@ def detect_format(document: Any) -> str:
     for entry in metrics if isinstance(metrics, list) else []:
         if isinstance(entry, dict):
             keys |= set(entry)
-    if keys & {"test accuracy", "valid accuracy"}:
-        return "metamathqa"
-    if keys & {"test dino_similarity", "valid dino_similarity"}:
-        return "image-gen"
+    for spec, fmt in _formats():
+        if keys & fmt.metric_keys:
+            return spec, fmt
     # A run cancelled before its first evaluation has no metrics; its config still tells.
     run_info = document["run_info"]
     config = run_info.get("train_config") if isinstance(run_info, dict) else None
     if isinstance(config, dict):
-        if "generation_kwargs" in config or "query_template" in config:
-            return "metamathqa"
-        if "instance_prompts" in config or "dino_model_id" in config:
-            return "image-gen"
-    raise PublishedFormatError(
-        "unknown format: metrics hold neither 'test accuracy' (MetaMathQA) "
-        "nor 'test dino_similarity' (image generation)"
-    )
+        for spec, fmt in _formats():
+            if set(config) & fmt.config_keys:
+                return spec, fmt
+    known = ", ".join(f"{fmt.quality_key!r} ({fmt.name})" for _, fmt in _formats())
+    raise PublishedFormatError(f"unknown format: metrics hold none of {known}")
+
+
+def detect_format(document: Any) -> str:
+    """Name of the published format of ``document`` (e.g. "metamathqa").
+
+    Raises PublishedFormatError when it is none of the known tasks' formats.
+    """
+    return _detect(document)[1].name
 
 
 def _config_hash(train_config: Any, peft_config: Any) -> str:
@@ -173,14 +177,42 @@ def _config_hash(train_config: Any, peft_config: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _validation_means(validation: list[dict], fmt: PublishedFormat) -> dict[str, float | None]:
+    """The columns the format records per validation step only, averaged over the run."""
+    means: dict[str, float | None] = {}
+    for column, key in fmt.validation_means.items():
+        values = [e[key] for e in validation if isinstance(e.get(key), _NUMBER)]
+        means[column] = sum(values) / len(values) if values else None
+    return means
+
+
+def _task_metrics(
+    spec: TaskSpec, fmt: PublishedFormat, final: dict[str, float | None], validation: list[dict]
+) -> dict[str, Any]:
+    """The task's own columns of a published row: quality (with a Wilson interval when it is a
+    share of a known number of test items), side effect, last validation value."""
+    quality = final[fmt.quality_key]
+    values: dict[str, Any] = {spec.quality.name: quality}
+    if fmt.side_effect_key is not None:
+        values[spec.side_effect.name] = final[fmt.side_effect_key]
+    if validation:
+        values[spec.valid_final] = _finite(validation[-1][fmt.valid_key])
+    if quality is not None and fmt.test_n is not None:
+        values["test_n"] = fmt.test_n
+        if spec.proportion:
+            low, high = wilson_interval(round(quality * fmt.test_n), fmt.test_n)
+            values.update(zip(spec.ci_columns, (low, high), strict=True))
+    return values
+
+
 def parse_published(document: Any) -> dict[str, Any]:
     """Convert one published result document into a summary row, curves and configs.
 
     Returns ``{"row": {...}, "curves": [...], "config": {...}, "environment": {...}}``. Raises
     PublishedFormatError (message without the file name) when the document is malformed.
     """
-    kind = detect_format(document)
-    task = FORMAT_TASKS[kind]
+    spec, fmt = _detect(document)
+    task = spec.name
     run_info = _require(document, "run_info", dict, "")
     train_info = _require(document, "train_info", dict, "")
     meta_info = _require(document, "meta_info", dict, "")
@@ -199,12 +231,10 @@ def parse_published(document: Any) -> dict[str, Any]:
         if not isinstance(entry, dict):
             raise PublishedFormatError(f"train_info.metrics[{i}] must be an object")
 
-    quality_key = "test accuracy" if kind == "metamathqa" else "test dino_similarity"
-    valid_key = "valid accuracy" if kind == "metamathqa" else "valid dino_similarity"
-    final = metrics[-1] if metrics and quality_key in metrics[-1] else None
+    final = metrics[-1] if metrics and fmt.quality_key in metrics[-1] else None
     if status == "success" and final is None:
         raise PublishedFormatError(
-            f"status is success but the last train_info.metrics entry has no {quality_key!r}"
+            f"status is success but the last train_info.metrics entry has no {fmt.quality_key!r}"
         )
     numbers: dict[str, float | None] = {}
     for key in (
@@ -218,25 +248,24 @@ def parse_published(document: Any) -> dict[str, Any]:
         getter = _require if status == "success" else _optional
         numbers[key] = _finite(getter(train_info, key, _NUMBER, "train_info."))
     final_values: dict[str, float | None] = {}
-    for key in (quality_key, "train loss", "forgetting", "drift"):
-        final_values[key] = (
-            None if final is None else _finite(_optional(final, key, _NUMBER, "final metrics "))
-        )
-    quality = final_values[quality_key]
-    if quality is not None and kind == "metamathqa" and not 0.0 <= quality <= 1.0:
-        raise PublishedFormatError(f"test accuracy {quality} is not in [0, 1]")
+    for key in (fmt.quality_key, "train loss", fmt.side_effect_key):
+        if key is not None:
+            final_values[key] = (
+                None if final is None else _finite(_optional(final, key, _NUMBER, "final metrics "))
+            )
+    quality = final_values[fmt.quality_key]
+    if quality is not None and spec.proportion and not 0.0 <= quality <= 1.0:
+        raise PublishedFormatError(f"{fmt.quality_key} {quality} is not in [0, 1]")
 
-    validation = [e for e in metrics if valid_key in e]
+    validation = [e for e in metrics if fmt.valid_key in e]
     curves = []
     for entry in validation:
         step = _require(entry, "step", int, "validation metrics ")
-        curves.append({"step": step, "metric": "validation", "value": _finite(entry[valid_key])})
+        value = _finite(entry[fmt.valid_key])
+        curves.append({"step": step, "metric": "validation", "value": value})
         if "train loss" in entry:
             loss = _finite(_require(entry, "train loss", _NUMBER, "validation metrics "))
             curves.append({"step": step, "metric": "train loss", "value": loss})
-    throughput = [
-        e["tokens / sec"] for e in validation if isinstance(e.get("tokens / sec"), _NUMBER)
-    ]
 
     packages = (
         meta_info.get("package_info") if isinstance(meta_info.get("package_info"), dict) else {}
@@ -250,8 +279,10 @@ def parse_published(document: Any) -> dict[str, Any]:
     train_time = numbers["train_time"]
     trainable, total = numbers["num_trainable_params"], numbers["num_total_params"]
     row: dict[str, Any] = {
+        # Every known task's columns, missing unless this format measures them.
+        **dict.fromkeys(task_columns()),
         "task": task,
-        "source": "published",
+        "source": SOURCE_PUBLISHED,
         "experiment": experiment,
         "method": method,
         "name": name,
@@ -260,29 +291,22 @@ def parse_published(document: Any) -> dict[str, Any]:
         "status": status,
         "error": error,
         "peft_type": (peft_config or {}).get("peft_type"),
-        "test_accuracy": None,
-        "test_accuracy_ci_low": None,
-        "test_accuracy_ci_high": None,
         "test_n": None,
-        "similarity": None,
-        "drift": None,
         "train_memory_gb": None if memory is None else memory / 1e9,
         "train_memory_allocated_gb": None,
         "eval_memory_gb": None,
         "memory_measure": PUBLISHED_MEMORY_MEASURE,
         "train_time_min": None if train_time is None else train_time / 60.0,
         "eval_time_min": None,
-        "train_tokens_per_s": sum(throughput) / len(throughput) if throughput else None,
         "trainable_params": None if trainable is None else int(trainable),
         "total_params": None if total is None else int(total),
         "trainable_pct": 100.0 * trainable / total if trainable is not None and total else None,
         "file_size_mb": (
             None if file_size is None or file_size == FILE_SIZE_SENTINEL else file_size / 1e6
         ),
-        "forgetting": None,
         "train_loss_final": final_values["train loss"],
-        "valid_accuracy_final": None,
-        "valid_similarity_final": None,
+        **_validation_means(validation, fmt),
+        **_task_metrics(spec, fmt, final_values, validation),
         "lr": optimizer_kwargs.get("lr"),
         "max_steps": train_config.get("max_steps"),
         "config_hash": _config_hash(train_config, peft_config),
@@ -293,39 +317,21 @@ def parse_published(document: Any) -> dict[str, Any]:
         "device": system.get("accelerator"),
         "created_at": created_at,
     }
-    if kind == "metamathqa":
-        row["forgetting"] = final_values["forgetting"]
-        if validation:
-            row["valid_accuracy_final"] = _finite(validation[-1]["valid accuracy"])
-        if quality is not None:
-            correct = round(quality * GSM8K_TEST_N)
-            low, high = wilson_interval(correct, GSM8K_TEST_N)
-            row.update(
-                test_accuracy=quality,
-                test_accuracy_ci_low=low,
-                test_accuracy_ci_high=high,
-                test_n=GSM8K_TEST_N,
-            )
-    else:
-        row["similarity"] = quality
-        row["drift"] = final_values["drift"]
-        if validation:
-            row["valid_similarity_final"] = _finite(validation[-1][valid_key])
     for curve in curves:
         curve.update(
             task=task,
-            source="published",
+            source=SOURCE_PUBLISHED,
             experiment=experiment,
             method=method,
             seed=row["seed"],
-            valid_metric="test_accuracy" if kind == "metamathqa" else "similarity",
+            valid_metric=spec.quality.name,
         )
     return {
         "row": row,
         "curves": curves,
         "config": {
             "task": task,
-            "source": "published",
+            "source": SOURCE_PUBLISHED,
             "experiment": experiment,
             "seed": row["seed"],
             "config": train_config,
@@ -335,7 +341,7 @@ def parse_published(document: Any) -> dict[str, Any]:
         },
         "environment": {
             "task": task,
-            "source": "published",
+            "source": SOURCE_PUBLISHED,
             "experiment": experiment,
             "packages": {k: v for k, v in packages.items() if v is not None},
             "hardware": {k: v for k, v in system.items() if v is not None},
@@ -348,9 +354,9 @@ def import_published(folders: Mapping[str, Path | str | None] | None) -> Publish
     """Read every file of the configured published-results folders (``{task: folder}``).
 
     A file that cannot be parsed gives a warning ``"<path>: skipped, <reason>"`` and is left
-    out. A file of another task's format (an image-generation result in the math folder) is
-    imported under its own task (see :data:`FORMAT_TASKS`) with a warning, so a mixed-up
-    folder is visible but harmless. Raises FileNotFoundError for a missing folder.
+    out. A file of another task's format (found in the folder of task A, but in the format of
+    task B's spec) is imported under its own task with a warning, so a mixed-up folder is
+    visible but harmless. Raises FileNotFoundError for a missing folder.
     """
     imported = PublishedImport()
     for folder_task, folder in (folders or {}).items():

@@ -1,16 +1,17 @@
 """Cross-task summary: one tidy row per run of this workflow, plus imported published results.
 
-Built on :func:`peftbench.analysis.aggregate.summarize` (one row per experiment x seed, readable units:
-GB = 1e9 bytes, minutes, MB = 1e6 bytes) with the method ``family``, the ``source`` ("this
-run" or "published"), a short ``key_settings`` string and ``created_at``. Each task's
-frontier and order use its own quality column (:func:`peftbench.analysis.aggregate.quality_column`).
-Written to ``results/summary.parquet`` and ``results/summary.csv``.
+Built on :func:`peftbench.analysis.aggregate.summarize` (one row per experiment x seed,
+readable units: GB = 1e9 bytes, minutes, MB = 1e6 bytes) with the method ``family``, the
+``source`` ("this run" or "published"), a short ``key_settings`` string and ``created_at``.
+Each task's frontier and order use its own quality column (its spec's). Written to
+``results/summary.parquet`` and ``results/summary.csv``. Also: the per-item scores of a run
+(its task's item file) and the learning curves in long form.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,38 +19,30 @@ import numpy as np
 import pandas as pd
 
 from peftbench.analysis.aggregate import (
-    INT_COLUMNS,
-    SUMMARY_COLUMNS,
     TEXT_COLUMNS,
     frontier_flags,
+    int_columns,
     sort_rows,
     summarize,
-    task_metrics,
+    summary_columns,
 )
 from peftbench.analysis.families import family_order, method_family
-from peftbench.analysis.published import PublishedImport
+from peftbench.analysis.published import SOURCE_PUBLISHED, PublishedImport
 from peftbench.core.io import atomic_path
-from peftbench.tasks.math.answers import answers_match
+from peftbench.core.layout import run_dir
+from peftbench.tasks import registry
 
 SOURCE_THIS_RUN = "this run"
-SOURCE_PUBLISHED = "published"
 SOURCES = (SOURCE_THIS_RUN, SOURCE_PUBLISHED)
 
-#: Per-item files of a run folder: the image task's similarity of each generated test image,
-#: the math task's predictions.
-SIMILARITY_FILE = "test_similarity.jsonl"
-PREDICTIONS_FILE = "test_predictions.jsonl"
 
-
-def _cross_task_columns() -> list[str]:
-    columns = [c for c in SUMMARY_COLUMNS if c != "on_frontier"]
+def cross_task_columns() -> list[str]:
+    """Column order of the cross-task summary (every known task's columns)."""
+    columns = [c for c in summary_columns() if c != "on_frontier"]
     columns.insert(columns.index("task") + 1, "source")
     columns.insert(columns.index("name") + 1, "family")
     return [*columns, "key_settings", "created_at", "on_frontier"]
 
-
-#: Column order of the cross-task summary.
-CROSS_TASK_COLUMNS: list[str] = _cross_task_columns()
 
 _TEXT_COLUMNS = [*TEXT_COLUMNS, "source", "family", "key_settings", "created_at"]
 
@@ -144,7 +137,9 @@ def normalize(table: pd.DataFrame) -> pd.DataFrame:
     quality descending (missing last), experiment and seed.
     """
     table = table.copy()
-    for column in CROSS_TASK_COLUMNS:
+    columns = cross_task_columns()
+    counts = set(int_columns())
+    for column in columns:
         if column not in table.columns:
             table[column] = None
     if table["source"].isna().any():
@@ -159,8 +154,8 @@ def normalize(table: pd.DataFrame) -> pd.DataFrame:
                 strict=True,
             )
         ]
-    for column in CROSS_TASK_COLUMNS:
-        if column in INT_COLUMNS:
+    for column in columns:
+        if column in counts:
             table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
         elif column in _TEXT_COLUMNS:
             # object dtype with None for missing, so CSV, Parquet and HTML all see "missing".
@@ -172,7 +167,7 @@ def normalize(table: pd.DataFrame) -> pd.DataFrame:
     table["on_frontier"] = frontier_flags(table, by=["task", "source"])
     source_order = table["source"].map(lambda s: SOURCES.index(s) if s in SOURCES else 9)
     table = sort_rows(table, {"_task": table["task"].astype(str), "_source": source_order})
-    return table.loc[:, CROSS_TASK_COLUMNS].reset_index(drop=True)
+    return table.loc[:, columns].reset_index(drop=True)
 
 
 def build_summary(
@@ -206,43 +201,21 @@ def read_summary(path: Path | str) -> pd.DataFrame:
     return normalize(table)
 
 
-def _similarity_score(item: Mapping[str, Any]) -> float:
-    return float(item["similarity"])
+def item_scores(folder: Path | str, task: str) -> np.ndarray | None:
+    """Per-test-item scores of one run of ``task`` (in the test set's fixed order), or None.
 
-
-def _correctness_score(item: Mapping[str, Any]) -> float:
-    return float(answers_match(item.get("parsed"), item.get("answer")))
-
-
-#: Per-item score files of a run folder and how each line is scored, first found wins.
-ITEM_FILES: dict[str, Callable[[Mapping[str, Any]], float]] = {
-    SIMILARITY_FILE: _similarity_score,
-    PREDICTIONS_FILE: _correctness_score,
-}
-
-
-def item_scores(run_dir: Path | str) -> np.ndarray | None:
-    """Per-test-item scores of one run (in the test set's fixed order), or None.
-
-    Image task: the ``similarity`` of each line of ``test_similarity.jsonl`` (one line per
-    generated test image). Math: correctness (0.0 / 1.0) of each line of
-    ``test_predictions.jsonl`` (``answer`` and ``parsed``), scored with
-    :func:`peftbench.tasks.math.answers.answers_match`. None when neither file is there or it is empty (a
-    failed run, or results copied without their per-item files).
+    Each line of the task's item file (its spec's ``item_file``, one JSON line per scored
+    test item) scored by its spec's ``item_score`` (e.g. 0/1 correctness, or a similarity).
+    None when the file is not there or is empty (a failed run, or results copied without
+    their per-item files).
     """
-    for name, score in ITEM_FILES.items():
-        path = Path(run_dir) / name
-        if not path.is_file():
-            continue
-        with open(path, encoding="utf-8") as handle:
-            scores = [score(json.loads(line)) for line in handle if line.strip()]
-        return np.asarray(scores) if scores else None
-    return None
-
-
-def run_dir(root: Path | str, task: str, experiment: str, seed: Any) -> Path:
-    """Folder of one run below the results root (``<root>/<task>/runs/<experiment>/seed<seed>``)."""
-    return Path(root) / task / "runs" / experiment / f"seed{int(seed)}"
+    spec = registry.get(task)
+    path = Path(folder) / spec.item_file
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        scores = [spec.item_score(json.loads(line)) for line in handle if line.strip()]
+    return np.asarray(scores) if scores else None
 
 
 def table_item_scores(
@@ -255,7 +228,8 @@ def table_item_scores(
     for label, row in table.iterrows():
         if row.get("source") != SOURCE_THIS_RUN or pd.isna(row.get("seed")):
             continue
-        found = item_scores(run_dir(results_root, row["task"], row["experiment"], row["seed"]))
+        folder = run_dir(results_root, row["task"], row["experiment"], row["seed"])
+        found = item_scores(folder, row["task"])
         if found is not None:
             scores[label] = found
     return scores
@@ -267,8 +241,8 @@ def curves_table(
     """Learning curves in long form: task, source, experiment, method, family, seed, step,
     metric ("train loss" | "validation"), value.
 
-    "validation" is the task's validation metric (:class:`peftbench.analysis.aggregate.TaskMetrics`:
-    accuracy for math, similarity for image).
+    "validation" is the task's validation curve (its spec's ``valid_curve``, read at
+    ``valid_value``).
     """
     rows = []
     for result in results:
@@ -287,9 +261,9 @@ def curves_table(
             rows.append(
                 {**base, "step": point["step"], "metric": "train loss", "value": point["loss"]}
             )
-        metrics = task_metrics(result["task"])
-        for point in curves.get(metrics.valid_curve) or []:
-            value = point[metrics.valid_value]
+        spec = registry.get(result["task"])
+        for point in curves.get(spec.valid_curve) or []:
+            value = point[spec.valid_value]
             rows.append({**base, "step": point["step"], "metric": "validation", "value": value})
     if published is not None:
         families = {row["experiment"]: row["family"] for row in published.rows}

@@ -10,7 +10,7 @@ is built, without torch.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from peftbench.core.config import file_hash
@@ -19,33 +19,37 @@ PACKAGE = "peftbench"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def module_file(module: str) -> Path | None:
-    """The file of a ``peftbench`` module or package (None for anything else)."""
+def module_file(module: str, roots: Mapping[str, Path] | None = None) -> Path | None:
+    """The file of a module or package of ``roots`` (top-level package name -> folder; by
+    default ``peftbench`` alone), None for anything else (the standard library, torch, ...)."""
+    roots = roots or {PACKAGE: ROOT}
     parts = module.split(".")
-    if parts[0] != PACKAGE:
+    if parts[0] not in roots:
         return None
-    base = ROOT.joinpath(*parts[1:])
+    base = roots[parts[0]].joinpath(*parts[1:])
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
     return None
 
 
-def _module_name(path: Path) -> str | None:
-    try:
-        relative = path.resolve().relative_to(ROOT.parent)
-    except ValueError:
-        return None
-    parts = list(relative.with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
+def _module_name(path: Path, roots: Mapping[str, Path]) -> str | None:
+    for package, folder in roots.items():
+        try:
+            relative = path.resolve().relative_to(Path(folder).resolve())
+        except ValueError:
+            continue
+        parts = [package, *relative.with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        return ".".join(parts)
+    return None
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, roots: Mapping[str, Path]) -> set[str]:
     """Modules ``path`` imports anywhere in its body (absolute names; relative ones resolved)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    own = _module_name(path) or ""
+    own = _module_name(path, roots) or ""
     package = own if path.name == "__init__.py" else own.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -63,32 +67,48 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def closure(entries: Iterable[Path | str]) -> list[Path]:
+def closure(
+    entries: Iterable[Path | str], packages: Mapping[str, Path | str] | None = None
+) -> list[Path]:
     """Every ``peftbench`` file reachable by imports from ``entries`` (scripts, package files or
-    dotted module names), including the parent packages' ``__init__.py``; sorted, unique."""
+    dotted module names), including the parent packages' ``__init__.py``; sorted, unique.
+
+    ``packages``: further top-level packages to follow, name -> folder (a task package outside
+    peftbench, imported by the registry under its own name), so that its modules count too.
+    """
+    roots = {PACKAGE: ROOT, **{name: Path(folder) for name, folder in (packages or {}).items()}}
     todo: list[Path] = []
     for entry in entries:
-        path = module_file(entry) if isinstance(entry, str) and "/" not in entry else Path(entry)
+        is_module = isinstance(entry, str) and "/" not in entry
+        path = module_file(entry, roots) if is_module else Path(entry)
         if path is None or not path.is_file():
             raise FileNotFoundError(f"no such script or peftbench module: {entry}")
         todo.append(path.resolve())
+        # Importing a module runs the packages above it first.
+        parts = (_module_name(path, roots) or "").split(".")
+        for end in range(1, len(parts)):
+            parent = module_file(".".join(parts[:end]), roots)
+            if parent is not None:
+                todo.append(parent.resolve())
     seen: set[Path] = set()
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
-        for module in _imports(path):
+        for module in _imports(path, roots):
             parts = module.split(".")
             # The module and every package above it run on import.
             for end in range(1, len(parts) + 1):
-                found = module_file(".".join(parts[:end]))
+                found = module_file(".".join(parts[:end]), roots)
                 if found is not None and found.resolve() not in seen:
                     todo.append(found.resolve())
-    entries_outside = {p for p in seen if _module_name(p) is None}
+    entries_outside = {p for p in seen if _module_name(p, roots) is None}
     return sorted(seen - entries_outside) + sorted(entries_outside)
 
 
-def code_hash(entries: Iterable[Path | str]) -> str:
+def code_hash(
+    entries: Iterable[Path | str], packages: Mapping[str, Path | str] | None = None
+) -> str:
     """sha256 over the files of :func:`closure` (scripts included)."""
-    return file_hash(closure(entries))
+    return file_hash(closure(entries, packages))

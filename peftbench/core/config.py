@@ -15,64 +15,61 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from peftbench.tasks.spec import TrainingKey
+
 
 class ConfigError(ValueError):
     """A bad value in a config or experiment file; the message names the file and the field."""
 
 
-# key -> (accepted types, description). None in the types means null is allowed.
-TRAINING_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
-    "max_steps": ((int,), "optimizer steps"),
-    "batch_size": ((int,), "training batch size (per optimizer micro-step)"),
-    "grad_accumulation_steps": ((int,), "micro-batches per optimizer step"),
-    "batch_size_eval": ((int,), "generation batch size"),
-    "eval_steps": ((int,), "validation every N optimizer steps (0: only at the end)"),
-    "log_steps": ((int,), "training loss is averaged and logged every N steps"),
-    "max_seq_length": ((int,), "training sequences are truncated to this many tokens"),
-    "dtype": ((str,), "float32 | bfloat16 | float16 | auto (bf16 on CUDA, fp32 on CPU)"),
-    "autocast_adapter_dtype": ((bool,), "keep adapter weights in fp32 when the base is bf16"),
-    "optimizer_type": ((str,), "AdamW | lora+ | lora-fa"),
-    "optimizer_kwargs": ((dict,), "passed to the optimizer factory (lr, weight_decay, ...)"),
-    "lr_scheduler": ((str,), "cosine | constant"),
-    "warmup_ratio": ((float, int), "fraction of max_steps used for linear warm-up"),
-    "grad_norm_clip": ((float, int), "max gradient norm; 0 disables clipping"),
-    "use_gc": ((bool,), "gradient checkpointing"),
-    "attn_implementation": ((str, type(None)), "passed to from_pretrained"),
-    "query_template": ((str,), "prompt template; must contain {query}"),
-    "train_on_prompt": ((bool,), "compute the loss on prompt tokens too (the reference does)"),
-    "bucket_factor": ((int,), "length-bucketing: sort groups of batch_size*bucket_factor samples"),
-    "max_new_tokens": ((int,), "greedy generation length limit"),
-    "checkpoint_steps": ((int,), "save a resumable checkpoint every N steps (0: never)"),
-    "keep_checkpoints": ((bool,), "keep checkpoints after a successful run"),
-    # Image task.
-    "num_inference_steps": ((int,), "sampler steps per generated image"),
-    "guidance_scale": ((float, int), "classifier-free guidance scale (<= 1: no guidance)"),
-    "test_repeats": ((int,), "images generated per test prompt, each from new noise"),
+#: The training keys every task shares; a task adds its own (``TaskSpec.training_keys``) and the
+#: checks below read the merged table (:func:`training_table`). Each task's config schema lists
+#: the same keys (a test keeps them in step).
+TRAINING_KEYS: dict[str, TrainingKey] = {
+    "max_steps": TrainingKey((int,), "optimizer steps", "positive"),
+    "batch_size": TrainingKey((int,), "training batch size (per optimizer micro-step)", "positive"),
+    "grad_accumulation_steps": TrainingKey((int,), "micro-batches per optimizer step", "positive"),
+    "batch_size_eval": TrainingKey((int,), "evaluation batch size", "positive"),
+    "eval_steps": TrainingKey(
+        (int,), "validation every N optimizer steps (0: only at the end)", "non_negative"
+    ),
+    "log_steps": TrainingKey(
+        (int,), "training loss is averaged and logged every N steps", "positive"
+    ),
+    "dtype": TrainingKey(
+        (str,),
+        "float32 | bfloat16 | float16 | auto (bf16 on CUDA, fp32 on CPU)",
+        choices=frozenset({"float32", "bfloat16", "float16", "auto"}),
+    ),
+    "autocast_adapter_dtype": TrainingKey(
+        (bool,), "keep adapter weights in fp32 when the base is bf16"
+    ),
+    "optimizer_type": TrainingKey(
+        (str,), "AdamW | lora+ | lora-fa", choices=frozenset({"AdamW", "lora+", "lora-fa"})
+    ),
+    "optimizer_kwargs": TrainingKey(
+        (dict,), "passed to the optimizer factory (lr, weight_decay, ...)"
+    ),
+    "lr_scheduler": TrainingKey(
+        (str,), "cosine | constant", choices=frozenset({"cosine", "constant"})
+    ),
+    "warmup_ratio": TrainingKey(
+        (float, int), "fraction of max_steps used for linear warm-up", "non_negative"
+    ),
+    "grad_norm_clip": TrainingKey(
+        (float, int), "max gradient norm; 0 disables clipping", "non_negative"
+    ),
+    "use_gc": TrainingKey((bool,), "gradient checkpointing"),
+    "checkpoint_steps": TrainingKey(
+        (int,), "save a resumable checkpoint every N steps (0: never)", "non_negative"
+    ),
+    "keep_checkpoints": TrainingKey((bool,), "keep checkpoints after a successful run"),
 }
-POSITIVE_INT = {
-    "max_steps",
-    "batch_size",
-    "grad_accumulation_steps",
-    "batch_size_eval",
-    "log_steps",
-    "max_seq_length",
-    "bucket_factor",
-    "max_new_tokens",
-    "num_inference_steps",
-    "test_repeats",
-}
-NON_NEGATIVE = {
-    "eval_steps",
-    "warmup_ratio",
-    "grad_norm_clip",
-    "checkpoint_steps",
-    "guidance_scale",
-}
-CHOICES = {
-    "dtype": {"float32", "bfloat16", "float16", "auto"},
-    "optimizer_type": {"AdamW", "lora+", "lora-fa"},
-    "lr_scheduler": {"cosine", "constant"},
-}
+
+
+def training_table(task_keys: Mapping[str, TrainingKey] | None = None) -> dict[str, TrainingKey]:
+    """The shared training keys plus a task's own (``TaskSpec.training_keys``)."""
+    return {**TRAINING_KEYS, **(task_keys or {})}
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,41 +84,48 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def validate_training_params(
-    params: Mapping[str, Any], source: str, known: Collection[str] | None = None
+    params: Mapping[str, Any],
+    source: str,
+    known: Collection[str] | None = None,
+    table: Mapping[str, TrainingKey] | None = None,
 ) -> list[str]:
     """Problems with a (partial or merged) training-param dict, each naming ``source`` and the key.
 
-    ``known``: the keys this task uses (its defaults' keys); by default every key of any task.
+    ``table``: the task's keys (:func:`training_table`; by default the shared ones only).
+    ``known``: the keys this task uses (its defaults' keys); by default every key of ``table``.
     """
+    table = TRAINING_KEYS if table is None else table
+    known = table.keys() if known is None else known
     problems = []
-    known = TRAINING_KEYS.keys() if known is None else known
     for key, value in params.items():
-        if key not in known or key not in TRAINING_KEYS:
-            listed = ", ".join(sorted(k for k in known if k in TRAINING_KEYS))
+        if key not in known or key not in table:
+            listed = ", ".join(sorted(k for k in known if k in table))
             problems.append(f"{source}: unknown training key '{key}' (known: {listed})")
             continue
-        types = TRAINING_KEYS[key][0]
-        # bool is an int subclass: reject True where a number is meant.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            problems.append(f"{source}: '{key}' must be {names}, got {json.dumps(value)}")
-            continue
-        if key in POSITIVE_INT and value <= 0:
-            problems.append(f"{source}: '{key}' must be > 0, got {value}")
-        if key in NON_NEGATIVE and value < 0:
-            problems.append(f"{source}: '{key}' must be >= 0, got {value}")
-        if key in CHOICES and value not in CHOICES[key]:
-            problems.append(
-                f"{source}: '{key}' must be one of {sorted(CHOICES[key])}, got {value!r}"
-            )
-        if key == "query_template" and "{query}" not in value:
-            problems.append(f"{source}: 'query_template' must contain the placeholder {{query}}")
-        if key == "optimizer_kwargs":
-            lr = value.get("lr")
-            if lr is not None and (
-                isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0
-            ):
-                problems.append(f"{source}: 'optimizer_kwargs.lr' must be a number > 0, got {lr!r}")
+        problems += _check_value(table[key], key, value, source)
+    return problems
+
+
+def _check_value(spec: TrainingKey, key: str, value: Any, source: str) -> list[str]:
+    """Problems of one value against its row of the table."""
+    types = spec.types
+    # bool is an int subclass: reject True where a number is meant.
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        return [f"{source}: '{key}' must be {names}, got {json.dumps(value)}"]
+    problems = []
+    if spec.bound == "positive" and value <= 0:
+        problems.append(f"{source}: '{key}' must be > 0, got {value}")
+    if spec.bound == "non_negative" and value < 0:
+        problems.append(f"{source}: '{key}' must be >= 0, got {value}")
+    if spec.choices is not None and value not in spec.choices:
+        problems.append(f"{source}: '{key}' must be one of {sorted(spec.choices)}, got {value!r}")
+    if spec.placeholder is not None and spec.placeholder not in value:
+        problems.append(f"{source}: '{key}' must contain the placeholder {spec.placeholder}")
+    if key == "optimizer_kwargs":
+        lr = value.get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
+            problems.append(f"{source}: 'optimizer_kwargs.lr' must be a number > 0, got {lr!r}")
     return problems
 
 

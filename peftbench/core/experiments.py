@@ -16,6 +16,7 @@ from peftbench.core.config import (
     read_json_object,
     validate_training_params,
 )
+from peftbench.tasks.spec import TrainingKey
 
 ADAPTER_CONFIG = "adapter_config.json"
 TRAINING_PARAMS = "training_params.json"
@@ -51,19 +52,24 @@ def experiment_files(root: Path | str, experiment: str) -> list[str]:
 
 
 def effective_params(
-    defaults: Mapping[str, Any], root: Path | str, experiment: str
+    defaults: Mapping[str, Any],
+    root: Path | str,
+    experiment: str,
+    table: Mapping[str, TrainingKey] | None = None,
 ) -> dict[str, Any]:
-    """Task defaults deep-merged with the experiment's overrides, validated.
+    """Task defaults deep-merged with the experiment's overrides, validated against ``table``
+    (the task's training keys, :func:`peftbench.core.config.training_table`).
 
     Raises ConfigError listing every problem, each naming the file and the key.
     """
     path = Path(root) / experiment / TRAINING_PARAMS
     overrides = read_json_object(path) if path.exists() else {}
     # A task's defaults name the keys it uses: a math-only key in an image experiment is a typo.
-    problems = validate_training_params(overrides, str(path), known=defaults.keys())
+    problems = validate_training_params(overrides, str(path), known=defaults.keys(), table=table)
     merged = deep_merge(defaults, overrides)
     if not problems:
-        problems = validate_training_params(merged, f"{path} (merged with the task defaults)")
+        source = f"{path} (merged with the task defaults)"
+        problems = validate_training_params(merged, source, table=table)
     if problems:
         raise ConfigError("\n".join(problems))
     return merged

@@ -15,9 +15,10 @@ import torch
 
 from peftbench.core.config import canonical_hash
 from peftbench.core.io import write_json
-from peftbench.core.provenance import code_revision, hardware, now, package_versions
 
-BASE_METHOD, BASE_NAME = "base", "no-finetuning"
+# Defined in the torch-free layout module, which the analysis reads too.
+from peftbench.core.layout import BASE_METHOD, BASE_NAME, RESULT_FILE  # noqa: F401
+from peftbench.core.provenance import code_revision, hardware, now, package_versions
 
 
 @dataclass(frozen=True)
@@ -94,64 +95,66 @@ def count_params(model: Any) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
 
 
-EMPTY_METRICS = dict.fromkeys(
-    [
-        "test_accuracy",
-        "test_accuracy_ci_low",
-        "test_accuracy_ci_high",
-        "test_correct",
-        "test_n",
-        "valid_accuracy_final",
-        "train_loss_final",
-        "train_memory_peak_bytes",
-        "train_memory_allocated_peak_bytes",
-        "eval_memory_peak_bytes",
-        "eval_memory_allocated_peak_bytes",
-        "memory_measure",
-        "train_time_s",
-        "eval_time_s",
-        "train_steps",
-        "train_tokens",
-        "train_tokens_per_s",
-        "trainable_params",
-        "total_params",
-        "file_size_bytes",
-        "heldout_loss_before",
-        "heldout_loss_after",
-        "forgetting",
-    ]
+#: Folders of a run folder: the trained adapter (or fully fine-tuned weights), and the
+#: training's resumable checkpoint (see :func:`peftbench.core.loop.train`).
+ADAPTER_DIR, CHECKPOINT_DIR = "adapter", "checkpoint"
+
+#: Metric keys of every task's result file (null until measured); a task adds its own
+#: (``TaskSpec.metrics``) through :func:`start_run`.
+SHARED_METRICS = (
+    "test_n",
+    "train_loss_final",
+    "train_memory_peak_bytes",
+    "train_memory_allocated_peak_bytes",
+    "eval_memory_peak_bytes",
+    "eval_memory_allocated_peak_bytes",
+    "memory_measure",
+    "train_time_s",
+    "eval_time_s",
+    "train_steps",
+    "trainable_params",
+    "total_params",
+    "file_size_bytes",
 )
 
 
-def start_run(*, task: str, method: str, name: str, seed: int, exp_dir: Path | None,
-              params: dict[str, Any], threads: int, data_hash: str, metrics: dict[str, Any],
-              curves: dict[str, list], provenance: dict[str, Any] | None = None,
-              ) -> tuple[dict[str, Any], torch.device]:  # fmt: skip
+def start_run(
+    ctx: RunContext,
+    *,
+    data_hash: str,
+    metrics: tuple[str, ...] | list[str],
+    curves: tuple[str, ...] | list[str],
+    provenance: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], torch.device]:
     """Seed and threads set, the device picked, and the result skeleton of one run (status
-    ``failed`` until :func:`finish_run` sees the run through)."""
+    ``failed`` until :func:`finish_run` sees the run through): the shared metric keys and the
+    task's own ``metrics`` (core never imports a task: its run module passes its spec's), all
+    null, and an empty list per learning curve in ``curves``."""
     from transformers import set_seed
 
-    torch.set_num_threads(threads)
-    set_seed(seed)
+    torch.set_num_threads(ctx.threads)
+    set_seed(ctx.seed)
     device = pick_device()
-    adapter_path = exp_dir / "adapter_config.json" if exp_dir else None
-    adapter_cfg = json.loads(adapter_path.read_text()) if adapter_path and adapter_path.exists() else None  # fmt: skip
+    adapter_path = ctx.exp_dir / "adapter_config.json" if ctx.exp_dir else None
+    adapter_cfg = (
+        json.loads(adapter_path.read_text()) if adapter_path and adapter_path.exists() else None
+    )
     result: dict[str, Any] = {
         "schema_version": 1,
-        "task": task,
-        "experiment": f"{method}/{name}",
-        "method": method,
-        "name": name,
-        "seed": seed,
+        "task": ctx.task,
+        "experiment": ctx.experiment,
+        "method": ctx.method,
+        "name": ctx.name,
+        "seed": ctx.seed,
         "status": "failed",
         "error": None,
-        "config": params,
+        "config": ctx.params,
         "peft_config": None,
-        "metrics": metrics,
-        "curves": curves,
+        "metrics": dict.fromkeys([*metrics, *SHARED_METRICS]),
+        "curves": {name: [] for name in curves},
         "provenance": {
             "created_at": now(),
-            "config_hash": canonical_hash({"config": params, "adapter_config": adapter_cfg}),
+            "config_hash": canonical_hash({"config": ctx.params, "adapter_config": adapter_cfg}),
             "data_hash": data_hash,
             "base_model_hash": None,
             **(provenance or {}),
@@ -164,8 +167,9 @@ def start_run(*, task: str, method: str, name: str, seed: int, exp_dir: Path | N
     return result, device
 
 
-def finish_run(result: dict[str, Any], body: Callable[[], None], out_dir: Path,
-               device: torch.device) -> dict[str, Any]:  # fmt: skip
+def finish_run(
+    result: dict[str, Any], body: Callable[[], None], out_dir: Path, device: torch.device
+) -> dict[str, Any]:
     """Run ``body`` and write ``result.json`` whatever happens.
 
     Any exception inside the run is recorded as ``status: failed`` with its message, so one broken
@@ -181,5 +185,5 @@ def finish_run(result: dict[str, Any], body: Callable[[], None], out_dir: Path,
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    write_json(out_dir / "result.json", result)
+    write_json(out_dir / RESULT_FILE, result)
     return result

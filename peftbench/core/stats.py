@@ -33,3 +33,23 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, n_boot: int = 2000) -> tuple
     means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
     low, high = np.quantile(means, [0.025, 0.975])
     return float(low), float(high)
+
+
+def resampled_means(
+    vectors: np.ndarray, n_items: int, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Mean of each row of ``vectors`` over ``n_boot`` resamples of its items (with replacement):
+    a paired bootstrap of means, (rows, n_boot).
+
+    Resampling n items with replacement is a multinomial count per item; the same counts are
+    applied to every row, so rows are resampled in pairs. Draws are made in chunks to bound
+    memory for large test sets.
+    """
+    out = np.empty((len(vectors), n_boot))
+    chunk = max(1, 2_000_000 // max(n_items, 1))
+    uniform = np.full(n_items, 1.0 / n_items)
+    for start in range(0, n_boot, chunk):
+        stop = min(start + chunk, n_boot)
+        counts = rng.multinomial(n_items, uniform, size=stop - start)
+        out[:, start:stop] = vectors @ counts.T / n_items
+    return out

@@ -9,75 +9,50 @@ built on the *meta* device, so checking a 3B-parameter model allocates no memory
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from peftbench.core.config import ConfigError
 from peftbench.core.experiments import ADAPTER_CONFIG, effective_params
+from peftbench.tasks.spec import TrainingKey
 
 
-def check_local_data(data_cfg: dict[str, Any]) -> list[str]:
-    """Local data files named by a hub-style data config exist and are not empty."""
+def check_local_data(data_cfg: Mapping[str, Any]) -> list[str]:
+    """Local data files named by a hub-style data config exist and are not empty: ``data.hub``
+    is either one source (``{path: ...}``) or one per split (``{train: {path: ...}, ...}``)."""
+    if data_cfg.get("source") != "hub":
+        return []
+    hub = data_cfg.get("hub") or {}
+    sources = {"hub": hub} if "path" in hub else {f"hub.{k}": v for k, v in hub.items()}
     problems = []
-    for split, split_cfg in (
-        (data_cfg.get("hub") or {}).items() if data_cfg["source"] == "hub" else []
-    ):
-        path = Path(split_cfg["path"]).expanduser()
-        looks_local = path.suffix in {".json", ".jsonl", ".parquet"} or split_cfg[
-            "path"
-        ].startswith((".", "/", "~"))
+    for key, source in sources.items():
+        if not isinstance(source, Mapping) or not isinstance(source.get("path"), str):
+            continue
+        path = Path(source["path"]).expanduser()
+        looks_local = path.suffix in {".json", ".jsonl", ".parquet"} or source["path"].startswith(
+            (".", "/", "~")
+        )
         if looks_local and not path.exists():
-            problems.append(f"data.hub.{split}.path: {path} does not exist")
+            problems.append(f"data.{key}.path: {path} does not exist")
         elif path.is_file() and path.stat().st_size == 0:
-            problems.append(f"data.hub.{split}.path: {path} is empty")
+            problems.append(f"data.{key}.path: {path} is empty")
     return problems
 
 
-def meta_model(model_cfg: dict[str, Any]) -> Any:
-    """The base architecture with no weights allocated (meta device)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
-
-    remote = bool(model_cfg.get("trust_remote_code", False))
-    if model_cfg["source"] == "embedded":
-        embedded = model_cfg["embedded"]
-        config = LlamaConfig(vocab_size=embedded["vocab_size"], tie_word_embeddings=True,
-                             **embedded["architecture"])  # fmt: skip
-    else:
-        hub = model_cfg["hub"]
-        config = AutoConfig.from_pretrained(hub["model_id"], revision=hub.get("revision"),
-                                            trust_remote_code=remote)  # fmt: skip
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
-
-
-def meta_transformer(model_cfg: dict[str, Any]) -> Any:
-    """The image model's ``Flux2Transformer2DModel`` with no weights allocated (meta device)."""
-    import torch
-    from diffusers import Flux2Transformer2DModel
-
-    if model_cfg["source"] == "embedded":
-        from peftbench.tasks.image.embedded import transformer_config
-
-        config = transformer_config(model_cfg["embedded"])
-    else:
-        hub = model_cfg["hub"]
-        config = Flux2Transformer2DModel.load_config(
-            hub["model_id"], subfolder="transformer", revision=hub.get("revision")
-        )
-    with torch.device("meta"):
-        return Flux2Transformer2DModel.from_config(config)
-
-
 def check_experiment(
-    model: Any, root: Path, experiment: str, defaults: dict[str, Any]
+    model: Any,
+    root: Path,
+    experiment: str,
+    defaults: dict[str, Any],
+    table: Mapping[str, TrainingKey] | None = None,
 ) -> list[str]:
     """Problems of one experiment; ``model`` is a fresh meta-device base model (it gets wrapped)."""
     from peftbench.core.runs import wrap_peft
 
     folder = Path(root) / experiment
     try:
-        params = effective_params(defaults, root, experiment)
+        params = effective_params(defaults, root, experiment, table)
     except ConfigError as exc:
         return str(exc).splitlines()
     if not (folder / ADAPTER_CONFIG).exists():
@@ -109,12 +84,21 @@ def check_experiment(
     return []
 
 
-def validate_task(task_cfg: dict[str, Any], experiments: list[str], task: str = "math") -> list[str]:  # fmt: skip
-    """One message per problem, each naming the file and the field."""
-    problems = check_local_data(task_cfg["data"]) if task == "math" else []
+def validate_task(
+    task_cfg: dict[str, Any],
+    experiments: list[str],
+    build_meta_model: Callable[[dict[str, Any]], Any],
+    table: Mapping[str, TrainingKey] | None = None,
+) -> list[str]:
+    """One message per problem, each naming the file and the field.
+
+    ``build_meta_model(task_cfg)``: the task's module an adapter wraps, on the meta device (the
+    spec's ``meta_model`` module provides it, so this module never names a task); ``table``:
+    the task's training keys.
+    """
+    problems = check_local_data(task_cfg["data"])
     root = Path(task_cfg["experiments_dir"])
-    build = meta_transformer if task == "image" else meta_model
     for experiment in experiments:
-        model = build(task_cfg["base_model"])
-        problems += check_experiment(model, root, experiment, task_cfg["training"])
+        model = build_meta_model(task_cfg)
+        problems += check_experiment(model, root, experiment, task_cfg["training"], table)
     return problems

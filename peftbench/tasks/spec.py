@@ -34,6 +34,10 @@ class Column:
     fraction: bool = False
     #: A count: kept as a nullable integer.
     integer: bool = False
+    #: result.json ``metrics`` key the summary reads this column from (default: ``name``), ...
+    metric: str | None = None
+    #: ... divided by this (e.g. 60 for a time in seconds shown in minutes).
+    scale: float = 1.0
 
     @property
     def axis(self) -> str:
@@ -49,6 +53,8 @@ class TrainingKey:
     #: "positive" (> 0), "non_negative" (>= 0) or None.
     bound: str | None = None
     choices: frozenset[str] | None = None
+    #: Text a string value must contain (a prompt template's "{query}"); None: no such rule.
+    placeholder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,9 @@ class PublishedFormat:
     valid_key: str
     #: Test items behind a published quality that is a share of them (None: unknown).
     test_n: int | None = None
+    #: Summary column -> key of the validation entries whose mean over the run fills it (e.g.
+    #: a throughput), for columns the format records per validation step only.
+    validation_means: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,9 @@ class TaskSpec:
     #: Inputs of a training job beyond the prepared data: name -> path, from the task's config
     #: section (e.g. the embedded base model the task's own rules build).
     extra_inputs: Callable[[Mapping[str, Any]], dict[str, str]] = field(default=lambda cfg: {})
+    #: JSON schema (YAML) of the task's config section, relative to the task package; the
+    #: top-level schema checks only the shared keys, so each task owns its section's shape.
+    config_schema: str = "config.schema.yaml"
 
     @property
     def ci_columns(self) -> tuple[str, str]:
@@ -131,10 +143,19 @@ class TaskSpec:
     def all_columns(self) -> tuple[Column, ...]:
         """Quality, its interval, the side effect and the extra columns, in summary order."""
         low, high = self.ci_columns
+        fraction = self.quality.fraction
         interval = (
-            Column(low, f"{self.quality.title} CI low", "Lower end of one run's 95% interval.",
-                   fraction=self.quality.fraction),
-            Column(high, f"{self.quality.title} CI high", "Upper end of one run's 95% interval.",
-                   fraction=self.quality.fraction),
-        )  # fmt: skip
+            Column(
+                low,
+                f"{self.quality.title} CI low",
+                "Lower end of one run's 95% interval.",
+                fraction=fraction,
+            ),
+            Column(
+                high,
+                f"{self.quality.title} CI high",
+                "Upper end of that interval.",
+                fraction=fraction,
+            ),
+        )
         return (self.quality, *interval, self.side_effect, *self.columns)

@@ -2,10 +2,10 @@
 # The workflow on a real SLURM cluster, through snakemake-executor-plugin-slurm (issue 5).
 #
 # Starts a throwaway single-node cluster on this machine (Debian packages: munge, slurmctld,
-# slurmd, with one fake GPU), runs the test profile (math task only, to keep CI short; image_train
-# gets its GPU the same way, through set-resources) with `--profile profiles/slurm` in a copy of
+# slurmd, with one fake GPU), runs the test profile (math task only, to keep CI short; the image task's
+# train jobs get their GPU the same way, through set-resources) with `--profile profiles/slurm` in a copy of
 # the workflow and checks that
-#   1. every math_train job ran as a SLURM job that asked for a GPU (and every other job except
+#   1. every math train job ran as a SLURM job that asked for a GPU (and every other job except
 #      the local aggregation ran as a SLURM job without one),
 #   2. its results equal a local run's (`--cores 2 --resources gpu=1`), timings and memory aside,
 #   3. a job that fails on the cluster is reported with the path of its SLURM log while the
@@ -263,10 +263,10 @@ check_gpu_srun() {
   fi
 }
 
-# check_slurm_jobs JOBLIST WORKFLOW FAILED_RUN: every math_train job a SLURM job with a GPU request
+# check_slurm_jobs JOBLIST WORKFLOW FAILED_RUN: every train job a SLURM job with a GPU request
 # and the config's threads as CPUs, one COMPLETED job per result.json (FAILED_RUN's job failed
 # once on purpose); data preparation, base model and validation SLURM jobs without a GPU; no
-# SLURM job for math_aggregate (localrule).
+# SLURM job for aggregate (localrule).
 check_slurm_jobs() {
   "$VENV/bin/python" - "$@" <<'PY'
 import re
@@ -277,12 +277,12 @@ import yaml
 
 jobs_file, wf, failed_run = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 threads = yaml.safe_load((wf / "config/config.yaml").read_text())["math"]["resources"]["threads"]
-# Named as in the plugin's job comments: rule_<rule>_wildcards_<method>_<name>_<seed>.
+# Named as in the plugin's job comments: rule_<rule>_wildcards_<task>_<method>_<name>_<seed>.
 runs = {
-    f"{p.parts[-4]}_{p.parts[-3]}_{p.parts[-2].removeprefix('seed')}"
+    f"math_{p.parts[-4]}_{p.parts[-3]}_{p.parts[-2].removeprefix('seed')}"
     for p in (wf / "results/math/runs").glob("*/*/seed*/result.json")
 }
-failed_comment = f"rule_math_train_wildcards_{failed_run.replace('/', '_')}_0"
+failed_comment = f"rule_train_wildcards_math_{failed_run.replace('/', '_')}_0"
 problems, completed = [], []
 for line in jobs_file.read_text().splitlines():
     jobid, state, exitcode, comment, tres, cpus, stdout = line.split("|")
@@ -294,22 +294,22 @@ for line in jobs_file.read_text().splitlines():
         problems.append(f"job {jobid} ({comment}) is {state} {exitcode}")
     if not Path(stdout).is_file():
         problems.append(f"job {jobid}: SLURM log {stdout} missing")
-    if rule == "math_train":
+    if rule == "train":
         if state == "COMPLETED":
             completed.append(comment.split("_wildcards_")[1])
         if not re.search(r"gpu(:\w+)?[:=]1$", tres):  # gres:gpu:1 (22.05), gres/gpu=1 (newer)
             problems.append(f"job {jobid} ({comment}) asked for no single GPU: {tres!r}")
         if int(cpus) != threads:
             problems.append(f"job {jobid} ({comment}) got {cpus} CPUs, config says {threads}")
-    elif rule == "math_aggregate":
-        problems.append(f"job {jobid}: math_aggregate is a localrule but ran on SLURM")
+    elif rule == "aggregate":
+        problems.append(f"job {jobid}: aggregate is a localrule but ran on SLURM")
     elif "gpu" in tres:
         problems.append(f"job {jobid} ({comment}) asked for a GPU it does not need")
 if sorted(completed) != sorted(runs) or not runs:
-    problems.append(f"completed math_train jobs {sorted(completed)} != runs {sorted(runs)}")
+    problems.append(f"completed train jobs {sorted(completed)} != runs {sorted(runs)}")
 for problem in problems:
     print("  " + problem)
-print(f"  {len(completed)} completed math_train SLURM jobs for {len(runs)} result.json files")
+print(f"  {len(completed)} completed train SLURM jobs for {len(runs)} result.json files")
 sys.exit(1 if problems else 0)
 PY
 }
@@ -361,7 +361,7 @@ PY
 }
 
 # The failure check (issue point 4) is part of the SLURM run, so it costs one extra job rather than
-# a run of its own. Before the run, the output folder of one math_train job is made unwritable
+# a run of its own. Before the run, the output folder of one math train job is made unwritable
 # (chattr +i: root ignores permission bits, so chmod cannot do it). The job is submitted, runs on
 # the node, cannot write its result and exits non-zero, with the traceback in its rule log: a real
 # job failing on the cluster, with no change to the workflow. The run must report the failed SLURM
@@ -371,7 +371,7 @@ PY
 # only at its next status poll, seconds later, and the new job needs seconds more to get there).
 # The job is the base model's evaluation (no training), the cheapest to run twice.
 FAILING_RUN=base/no-finetuning
-FAILING_COMMENT="rule_math_train_wildcards_${FAILING_RUN//\//_}_0" # as the plugin names the job
+FAILING_COMMENT="rule_train_wildcards_math_${FAILING_RUN//\//_}_0" # as the plugin names the job
 IMMUTABLE_DIRS=() # made writable again on exit, or the scratch folder could not be removed
 WATCHER_PID=""
 
@@ -425,7 +425,7 @@ check_failure_reported() {
   if [ -n "$id" ] && [ "$(cut -d'|' -f2 <<<"$job")" = FAILED ] \
     && grep -q "SLURM-job '$id' failed" "$WORK/slurm.out" \
     && [ -n "$log" ] && grep -qF "${log#"$wf/"}" "$WORK/slurm.out" \
-    && grep -q "Error in rule math_train" "$log" \
+    && grep -q "Error in rule train" "$log" \
     && grep -qE "PermissionError|Operation not permitted" "$WORK/slurm.out" \
     && grep -q "Trying to restart job" "$WORK/slurm.out"; then
     pass "failing job ($FAILING_RUN, SLURM job $id, FAILED) reported with its SLURM log:"
@@ -436,7 +436,7 @@ check_failure_reported() {
     tail -n 60 "$WORK/slurm.out"
   fi
   # Every other training job completed; the failed one was resubmitted and completed too.
-  others=$(grep -F "|rule_math_train_wildcards_" "$jobs" | grep -vF "|$FAILING_COMMENT|" || true)
+  others=$(grep -F "|rule_train_wildcards_math_" "$jobs" | grep -vF "|$FAILING_COMMENT|" || true)
   done_ok=$(grep -c "|COMPLETED|0:0|" <<<"$others" || true)
   if [ -n "$others" ] && [ "$done_ok" = "$(grep -c . <<<"$others")" ] \
     && grep -F "|$FAILING_COMMENT|" "$jobs" | grep -q "|COMPLETED|0:0|"; then
@@ -507,7 +507,7 @@ main() {
   slurm_jobs_after "$first" >"$WORK/slurm.jobs"
   check_failure_reported "$WORK/slurm" "$WORK/slurm.jobs"
   if check_slurm_jobs "$WORK/slurm.jobs" "$WORK/slurm" "$FAILING_RUN"; then
-    pass "every math_train job ran as a SLURM job with a GPU request; other rules without"
+    pass "every train job ran as a SLURM job with a GPU request; other rules without"
   else
     fail "SLURM jobs of the run (see above)"
   fi

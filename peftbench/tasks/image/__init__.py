@@ -79,6 +79,8 @@ SPEC = TaskSpec(
             "Wall time of generating the test images, minutes.",
             direction="min",
             axis_title="Test image generation time (min)",
+            metric="generation_time_s",
+            scale=60.0,
         ),
         Column(
             "train_samples",

@@ -70,9 +70,9 @@ def prepare_embedded(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
 
 def load_subject_images(path: str, split: str, revision: str | None, column: str) -> list[Image.Image]:  # fmt: skip
     """RGB images of one split of a dataset (hub id, local folder or .parquet file), EXIF-rotated."""
-    from peftbench.core.loaders import _load
+    from peftbench.core.hub import load_split
 
-    ds = _load(path, revision, split)
+    ds = load_split(path, revision, split)
     if column not in ds.column_names:
         raise ConfigError(
             f"{path}: image column '{column}' not found (columns: {', '.join(ds.column_names)})"
@@ -97,7 +97,7 @@ def split_indices(n: int, valid_size: int, test_size: int) -> tuple[list[int], l
 
 
 def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
-    from peftbench.core.loaders import resolve_revision
+    from peftbench.core.hub import resolve_revision
 
     hub = cfg["hub"]
     revision = resolve_revision(hub["path"], hub.get("revision"), "dataset")
@@ -136,6 +136,10 @@ def prepare_data(data_cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         manifest = prepare_hub(data_cfg, out)
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+#: The task's data entry point (``TaskSpec.data_module``), called by the rule prepare_data.
+prepare = prepare_data
 
 
 def load_manifest(data_dir: Path) -> dict[str, Any]:

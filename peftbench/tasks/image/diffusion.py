@@ -195,8 +195,14 @@ def text_ids(embeds: torch.Tensor) -> torch.Tensor:
     return ids.unsqueeze(0).expand(b, -1, -1).to(embeds.device)
 
 
-def predict(transformer: Any, tokens: torch.Tensor, sigma: torch.Tensor, embeds: torch.Tensor,
-            txt_ids: torch.Tensor, img_ids: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def predict(
+    transformer: Any,
+    tokens: torch.Tensor,
+    sigma: torch.Tensor,
+    embeds: torch.Tensor,
+    txt_ids: torch.Tensor,
+    img_ids: torch.Tensor,
+) -> torch.Tensor:
     """The transformer's velocity for noisy tokens at noise levels ``sigma`` (B,) in [0, 1];
     ``txt_ids``/``img_ids`` are the positions of :func:`text_ids` and :func:`image_ids`."""
     guidance = None
@@ -323,7 +329,7 @@ def load_image_model(
         from diffusers import AutoencoderKLFlux2
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
-        from peftbench.core.loaders import resolve_revision
+        from peftbench.core.hub import resolve_revision
 
         hub = model_cfg["hub"]
         location = hub["model_id"]

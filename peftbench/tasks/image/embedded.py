@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from peftbench.core.io import write_json
+from peftbench.core.loop import Step, train
+from peftbench.core.memory import MemoryTracker
 from peftbench.tasks.image import shapes
 from peftbench.tasks.image.diffusion import (
     MODEL_INFO,
@@ -114,45 +116,38 @@ def pretrain(model: ImageModel, cfg: dict[str, Any], progress: bool = True) -> l
         pre["num_images"], pre["data_seed"], cfg["resolution"]
     )
     generator = torch.Generator().manual_seed(cfg["seed"])
-    params = [*model.transformer.parameters(), *model.text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=pre["lr"], weight_decay=pre["weight_decay"])
-    warmup = max(1, int(pre["warmup_ratio"] * pre["max_steps"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / pre["max_steps"])))
-        ),
-    )
-    model.transformer.train()
-    model.text_encoder.train()
-    curve, window, t0 = [], [], time.perf_counter()
-    for step in range(1, pre["max_steps"] + 1):
+
+    def loss() -> tuple[torch.Tensor, int]:
         idx = torch.randint(len(images), (pre["batch_size"],), generator=generator).numpy()
         drop = torch.rand(len(idx), generator=generator) < pre["caption_dropout"]
         prompts = ["" if d else captions[i] for i, d in zip(idx, drop.tolist(), strict=True)]
         tokens = model.tokenizer(
-            prompts, padding="max_length", max_length=model.max_sequence_length,
-            truncation=True, return_tensors="pt",
-        )  # fmt: skip
+            prompts,
+            padding="max_length",
+            max_length=model.max_sequence_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         embeds = model.text_encoder(**tokens).last_hidden_state
         with torch.no_grad():
             latents = model.encode_images(images[idx])
-        loss = flow_matching_loss(model.transformer, latents, embeds, generator)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        window.append(loss.item())
-        if step % pre["log_steps"] == 0 or step == pre["max_steps"]:
-            curve.append({"step": step, "loss": float(np.mean(window))})
-            window = []
-            if progress:
-                elapsed = time.perf_counter() - t0
-                print(f"step {step} loss {curve[-1]['loss']:.4f} ({elapsed:.0f} s)", flush=True)
-    model.transformer.eval()
-    model.text_encoder.eval()
-    return curve
+        return flow_matching_loss(model.transformer, latents, embeds, generator), len(idx)
+
+    params = {
+        "max_steps": pre["max_steps"],
+        "log_steps": pre["log_steps"],
+        "optimizer_type": "AdamW",
+        "optimizer_kwargs": {"lr": pre["lr"], "weight_decay": pre["weight_decay"]},
+        "lr_scheduler": "shifted_warmup_cosine",
+        "warmup_ratio": pre["warmup_ratio"],
+        "grad_norm_clip": 1.0,
+    }
+    # Both parts learn together: one module, so that the loop sees all their parameters.
+    both = torch.nn.ModuleList([model.transformer, model.text_encoder])
+    tracker = MemoryTracker(torch.device("cpu"))
+    tracker.set_baseline()
+    stats = train(both, Step(loss=loss, generator=generator), params, tracker, progress=progress)
+    return stats.loss_curve
 
 
 def caption_check(model: ImageModel, n: int, seed: int, steps: int, guidance: float) -> dict:
@@ -160,9 +155,13 @@ def caption_check(model: ImageModel, n: int, seed: int, steps: int, guidance: fl
     and background's colours to the named ones, against a shuffled-caption control."""
     rng = np.random.default_rng(seed)
     combos = [
-        (rng.choice(shapes.PRETRAIN_SHAPES), rng.choice(shapes.PRETRAIN_COLORS),
-         rng.choice(shapes.BACKGROUNDS)) for _ in range(n)
-    ]  # fmt: skip
+        (
+            rng.choice(shapes.PRETRAIN_SHAPES),
+            rng.choice(shapes.PRETRAIN_COLORS),
+            rng.choice(shapes.BACKGROUNDS),
+        )
+        for _ in range(n)
+    ]
     prompts = [shapes.caption(*c) for c in combos]
     embeds = model.encode_prompts(prompts)
     negative = model.encode_prompts([""])
@@ -196,3 +195,21 @@ def build_embedded_image_base(cfg: dict[str, Any], out: Path, threads: int) -> d
     }
     write_json(out / "pretraining.json", info)
     return info
+
+
+def build_meta_model(task_cfg: dict[str, Any]) -> Any:
+    """The image model's ``Flux2Transformer2DModel`` (what an adapter wraps) with no weights
+    allocated (meta device), for the pre-flight check of every adapter config
+    (``TaskSpec.meta_model``)."""
+    from diffusers import Flux2Transformer2DModel
+
+    model_cfg = task_cfg["base_model"]
+    if model_cfg["source"] == "embedded":
+        config = transformer_config(model_cfg["embedded"])
+    else:
+        hub = model_cfg["hub"]
+        config = Flux2Transformer2DModel.load_config(
+            hub["model_id"], subfolder="transformer", revision=hub.get("revision")
+        )
+    with torch.device("meta"):
+        return Flux2Transformer2DModel.from_config(config)

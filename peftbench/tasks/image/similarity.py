@@ -19,8 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from peftbench.core.io import write_json
+from peftbench.core.loop import Step, train
+from peftbench.core.memory import MemoryTracker
 from peftbench.tasks.image import shapes
 
 LABELS = ["shape", "color", "color2", "pattern", "background"]
@@ -51,7 +54,9 @@ class SimilarityEncoder:
         self.model = None
 
 
-def load_encoder(cfg: dict[str, Any], encoder_dir: Path | None, device: torch.device) -> tuple[SimilarityEncoder, str]:  # fmt: skip
+def load_encoder(
+    cfg: dict[str, Any], encoder_dir: Path | None, device: torch.device
+) -> tuple[SimilarityEncoder, str]:
     """The configured encoder and its identity (weights hash or hub id@sha)."""
     if cfg["source"] == "embedded":
         from peftbench.core.config import file_hash
@@ -59,7 +64,7 @@ def load_encoder(cfg: dict[str, Any], encoder_dir: Path | None, device: torch.de
         return SimilarityEncoder(str(encoder_dir), None, device), file_hash(
             sorted(Path(encoder_dir).glob("*.safetensors"))
         )
-    from peftbench.core.loaders import resolve_revision
+    from peftbench.core.hub import resolve_revision
 
     hub = cfg["hub"]
     revision = resolve_revision(hub["model_id"], hub.get("revision"), "model")
@@ -80,7 +85,9 @@ def separation(encoder: SimilarityEncoder, seed: int, size: int) -> dict[str, fl
     }
 
 
-def train_embedded_encoder(cfg: dict[str, Any], out: Path, threads: int, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def train_embedded_encoder(
+    cfg: dict[str, Any], out: Path, threads: int, progress: bool = True
+) -> dict[str, Any]:
     """Train a tiny DINOv2 to predict shape, colours, pattern and background from its CLS token;
     save model and image processor to ``out``; returns training and separation figures."""
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
@@ -100,34 +107,29 @@ def train_embedded_encoder(cfg: dict[str, Any], out: Path, threads: int, progres
         "background": len(shapes.BACKGROUNDS),
     }
     heads = torch.nn.ModuleDict({k: torch.nn.Linear(hidden, n) for k, n in classes.items()})
-    params = [*model.parameters(), *heads.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    steps = cfg["max_steps"]
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps)))
-    )
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     targets = {k: torch.from_numpy(v).long() for k, v in labels.items()}
     generator = torch.Generator().manual_seed(cfg["seed"])
-    model.train()
-    curve, window = [], []
-    for step in range(1, steps + 1):
+
+    def loss() -> tuple[torch.Tensor, int]:
         idx = torch.randint(len(pixels), (cfg["batch_size"],), generator=generator)
         cls = model(pixel_values=pixels[idx]).last_hidden_state[:, 0]
-        loss = sum(
-            torch.nn.functional.cross_entropy(heads[k](cls), targets[k][idx]) for k in classes
-        )
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        window.append(loss.item())
-        if step % cfg["log_steps"] == 0 or step == steps:
-            curve.append({"step": step, "loss": float(np.mean(window))})
-            window = []
-            if progress:
-                print(f"step {step} loss {curve[-1]['loss']:.4f}", flush=True)
-    model.eval()
+        heads_loss = [F.cross_entropy(heads[k](cls), targets[k][idx]) for k in classes]
+        return sum(heads_loss), len(idx)
+
+    params = {
+        "max_steps": cfg["max_steps"],
+        "log_steps": cfg["log_steps"],
+        "optimizer_type": "AdamW",
+        "optimizer_kwargs": {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"]},
+        "lr_scheduler": "cosine",
+        "warmup_ratio": 0.0,
+        "grad_norm_clip": 0,  # never clipped
+    }
+    tracker = MemoryTracker(torch.device("cpu"))
+    tracker.set_baseline()
+    both = torch.nn.ModuleList([model, heads])
+    stats = train(both, Step(loss=loss, generator=generator), params, tracker, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     # Same preprocessing as in training: [0, 255] -> [-1, 1], no resizing of 32 px images.
@@ -146,7 +148,7 @@ def train_embedded_encoder(cfg: dict[str, Any], out: Path, threads: int, progres
     info = {
         "training_time_s": time.perf_counter() - t0,
         "params": sum(p.numel() for p in model.parameters()),
-        "loss_curve": curve,
+        "loss_curve": stats.loss_curve,
         "separation": separation(encoder, cfg["seed"] + 1000, size),
     }
     write_json(out / "encoder_training.json", info)

@@ -85,7 +85,9 @@ SPEC = TaskSpec(
             (int,), "training sequences are truncated to this many tokens", "positive"
         ),  # noqa: E501
         "attn_implementation": TrainingKey((str, type(None)), "passed to from_pretrained"),
-        "query_template": TrainingKey((str,), "prompt template; must contain {query}"),
+        "query_template": TrainingKey(
+            (str,), "prompt template; must contain {query}", placeholder="{query}"
+        ),
         "train_on_prompt": TrainingKey(
             (bool,), "compute the loss on prompt tokens too (the reference does)"
         ),  # noqa: E501
@@ -102,6 +104,7 @@ SPEC = TaskSpec(
         side_effect_key="forgetting",
         valid_key="valid accuracy",
         test_n=1319,  # GSM8K test split
+        validation_means={"train_tokens_per_s": "tokens / sec"},
     ),
     run_module="peftbench.tasks.math.run",
     data_module="peftbench.tasks.math.data",

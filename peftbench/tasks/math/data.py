@@ -44,10 +44,11 @@ def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     Each revision is first resolved to a commit sha and that sha is loaded, so the manifest
     records the data actually used. Returns the split configs with the resolved revisions.
     """
-    from peftbench.core import loaders
+    from peftbench.core import hub
+    from peftbench.tasks.math import loaders
 
     used = {
-        split: {**c, "revision": loaders.resolve_revision(c["path"], c.get("revision"))}
+        split: {**c, "revision": hub.resolve_revision(c["path"], c.get("revision"))}
         for split, c in cfg.items()
     }
     train_cfg, valid_cfg, test_cfg, held_cfg = (
@@ -66,7 +67,7 @@ def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     test = loaders.load_gsm8k(
         test_cfg["path"], test_cfg["revision"], test_cfg.get("name", "main"), test_cfg["split"]
     )
-    texts = loaders.load_text(
+    texts = hub.load_text(
         held_cfg["path"],
         held_cfg["revision"],
         held_cfg["split"],
@@ -99,6 +100,10 @@ def prepare_data(data_cfg: dict[str, Any], out: Path) -> None:
             "data_hash": data_hash(out),
         },
     )
+
+
+#: The task's data entry point (``TaskSpec.data_module``), called by the rule prepare_data.
+prepare = prepare_data
 
 
 def data_hash(data_dir: Path) -> str:

@@ -16,8 +16,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from peftbench.core.io import read_jsonl, write_json
+from peftbench.core.loop import train
 from peftbench.core.memory import MemoryTracker
-from peftbench.core.train import encode_rows, train
+from peftbench.core.train import encode_rows, lm_step
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
@@ -81,9 +82,11 @@ def build_embedded_base(model_cfg: dict[str, Any], data_dir: Path, out: Path, th
     model = build_model(model_cfg["architecture"], tokenizer)
     params = model_cfg["pretraining"]
     examples = encode_rows(tokenizer, pretrain, params)
-    tracker = MemoryTracker(torch.device("cpu"))
+    device = torch.device("cpu")
+    tracker = MemoryTracker(device)
     tracker.set_baseline()
-    stats = train(model, examples, params, model_cfg["seed"], tokenizer.pad_token_id, tracker)
+    step = lm_step(model, examples, params, model_cfg["seed"], tokenizer.pad_token_id, device)
+    stats = train(model, step, params, tracker)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -95,3 +98,24 @@ def build_embedded_base(model_cfg: dict[str, Any], data_dir: Path, out: Path, th
     }
     write_json(out / "pretraining.json", {"config": model_cfg, **info})
     return info
+
+
+def build_meta_model(task_cfg: dict[str, Any]) -> Any:
+    """The task's base causal LM with no weights allocated (meta device), for the pre-flight check
+    of every adapter config (``TaskSpec.meta_model``)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_cfg = task_cfg["base_model"]
+    remote = bool(model_cfg.get("trust_remote_code", False))
+    if model_cfg["source"] == "embedded":
+        embedded = model_cfg["embedded"]
+        config = LlamaConfig(
+            vocab_size=embedded["vocab_size"], tie_word_embeddings=True, **embedded["architecture"]
+        )
+    else:
+        hub = model_cfg["hub"]
+        config = AutoConfig.from_pretrained(
+            hub["model_id"], revision=hub.get("revision"), trust_remote_code=remote
+        )
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=remote)

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
+from peftbench.core.train import IGNORE, collate
+
 
 def greedy_generate(
     model: Any,
@@ -60,8 +62,6 @@ def heldout_loss(
 ) -> float:
     """Mean next-token cross-entropy over all labelled tokens of ``examples`` (encoded like
     training examples), pooled across examples rather than averaged per example."""
-    from peftbench.core.train import collate
-
     total, count = 0.0, 0
     model.eval()
     with torch.inference_mode():
@@ -77,9 +77,9 @@ def heldout_loss(
             loss = torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.size(-1)),
                 targets.reshape(-1),
-                ignore_index=-100,
+                ignore_index=IGNORE,
                 reduction="sum",
             )
             total += loss.item()
-            count += int((targets != -100).sum())
+            count += int((targets != IGNORE).sum())
     return total / max(count, 1)

@@ -1,11 +1,10 @@
 """The math-reasoning task: one experiment run (training and evaluation) on prepared data.
 
-Data preparation is in ``math_data``; the embedded base model in ``embedded_lm``.
+Data preparation is in ``data``; the embedded base model in ``embedded_lm``.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,13 @@ import torch
 
 from peftbench.core.config import file_hash
 from peftbench.core.io import read_jsonl, write_jsonl
+from peftbench.core.loop import train
 from peftbench.core.memory import MemoryTracker
 from peftbench.core.runs import (
+    ADAPTER_DIR,
     BASE_METHOD,
-    EMPTY_METRICS,
+    CHECKPOINT_DIR,
+    RunContext,
     count_params,
     finish_run,
     start_run,
@@ -25,8 +27,8 @@ from peftbench.core.runs import (
     wrap_peft,
 )
 from peftbench.core.stats import wilson_interval
-from peftbench.core.train import TrainStats, encode, encode_rows, train
-from peftbench.tasks.math import answers
+from peftbench.core.train import encode, encode_rows, lm_step
+from peftbench.tasks.math import SPEC, answers
 from peftbench.tasks.math.data import data_hash
 from peftbench.tasks.math.evaluate import greedy_generate, heldout_loss
 
@@ -44,7 +46,7 @@ def load_base(
             file_hash(sorted(Path(base_dir).glob("*.safetensors"))),
         )
     else:
-        from peftbench.core.loaders import resolve_revision
+        from peftbench.core.hub import resolve_revision
 
         location = model_cfg["hub"]["model_id"]
         # Resolved once, then loaded by sha: the recorded revision is the one actually used.
@@ -86,47 +88,21 @@ def encode_heldout(tokenizer: Any, row: dict, params: dict[str, Any]) -> dict:
     return encode(tokenizer, prompt, row["response"], params["max_seq_length"], False)
 
 
-def run_experiment(
-    *,
-    task: str,
-    method: str,
-    name: str,
-    seed: int,
-    exp_dir: Path | None,
-    params: dict[str, Any],
-    model_cfg: dict[str, Any],
-    base_dir: Path | None,
-    data_dir: Path,
-    out_dir: Path,
-    threads: int,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_experiment(ctx: RunContext) -> dict[str, Any]:
     """Train (unless this is the base reference) and evaluate one experiment; write result.json
     (a failure is recorded there, see :func:`peftbench.core.runs.finish_run`)."""
+    data_dir = ctx.inputs["data"]
     result, device = start_run(
-        task=task, method=method, name=name, seed=seed, exp_dir=exp_dir, params=params,
-        threads=threads, data_hash=data_hash(data_dir), metrics=dict(EMPTY_METRICS),
-        curves={"train_loss": [], "valid_accuracy": []},
-    )  # fmt: skip
-
-    def body() -> None:
-        _run(result, exp_dir, params, model_cfg, base_dir, data_dir, out_dir, seed, device, progress)  # fmt: skip
-
-    return finish_run(result, body, out_dir, device)
+        ctx,
+        data_hash=data_hash(data_dir),
+        metrics=SPEC.metrics,
+        curves=("train_loss", SPEC.valid_curve),
+    )
+    return finish_run(result, lambda: _run(ctx, result, device), ctx.out_dir, device)
 
 
-def _run(
-    result: dict,
-    exp_dir: Path | None,
-    params: dict,
-    model_cfg: dict,
-    base_dir: Path | None,
-    data_dir: Path,
-    out_dir: Path,
-    seed: int,
-    device: torch.device,
-    progress: bool,
-) -> None:
+def _run(ctx: RunContext, result: dict, device: torch.device) -> None:
+    params, data_dir, out_dir = ctx.params, ctx.inputs["data"], ctx.out_dir
     metrics, curves = result["metrics"], result["curves"]
     train_rows = read_jsonl(data_dir / "train.jsonl")
     valid_rows = read_jsonl(data_dir / "valid.jsonl")
@@ -135,7 +111,9 @@ def _run(
     tracker = MemoryTracker(device)
     if device.type == "cuda":
         tracker.set_baseline()  # CUDA: include the weights, as the published benchmark does
-    tokenizer, model, identity = load_base(model_cfg, base_dir, params, device)
+    tokenizer, model, identity = load_base(
+        ctx.task_cfg["base_model"], ctx.input("base"), params, device
+    )
     result["provenance"]["base_model_hash"] = identity
     if device.type != "cuda":
         tracker.set_baseline()  # CPU: RSS after loading; see memory.py
@@ -148,43 +126,31 @@ def _run(
 
     metrics["heldout_loss_before"] = loss_on_heldout(model)
     is_base = result["method"] == BASE_METHOD
-    stats = TrainStats()
     if not is_base:
-        model, result["peft_config"] = wrap_peft(model, exp_dir, params)
+        model, result["peft_config"] = wrap_peft(model, ctx.exp_dir, params)
         if params["use_gc"]:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
         examples = encode_rows(tokenizer, train_rows, params)
 
-        def validate(m: Any) -> float:
-            correct, n, _ = accuracy(m, tokenizer, valid_rows, params, device)
-            return correct / n
+        def validate(step: int) -> dict[str, float]:
+            correct, n, _ = accuracy(model, tokenizer, valid_rows, params, device)
+            return {SPEC.valid_value: correct / n}
 
-        checkpoints = out_dir / "checkpoint"
-        stats = train(
-            model,
-            examples,
-            params,
-            seed,
-            tokenizer.pad_token_id,
-            tracker,
-            validate=validate,
-            progress=progress,
-            checkpoint_dir=checkpoints,
-        )
-        if not params["keep_checkpoints"]:
-            shutil.rmtree(checkpoints, ignore_errors=True)
+        step = lm_step(model, examples, params, ctx.seed, tokenizer.pad_token_id, device)
+        checkpoints = out_dir / CHECKPOINT_DIR
+        stats = train(model, step, params, tracker, validate, ctx.progress, checkpoints)
         metrics.update(
             train_memory_peak_bytes=stats.peak_bytes,
             train_memory_allocated_peak_bytes=stats.peak_allocated_bytes,
             train_time_s=stats.train_time_s,
             train_steps=stats.steps,
-            train_tokens=stats.tokens,
-            train_tokens_per_s=stats.tokens / stats.train_time_s if stats.train_time_s else None,
+            train_tokens=stats.items,
+            train_tokens_per_s=stats.items / stats.train_time_s if stats.train_time_s else None,
             train_loss_final=stats.loss_curve[-1]["loss"],
-            valid_accuracy_final=stats.valid_curve[-1]["accuracy"] if stats.valid_curve else None,
+            valid_accuracy_final=stats.valid_curve[-1][SPEC.valid_value],
         )
-        curves["train_loss"], curves["valid_accuracy"] = stats.loss_curve, stats.valid_curve
+        curves["train_loss"], curves[SPEC.valid_curve] = stats.loss_curve, stats.valid_curve
     trainable, total = count_params(model)
     metrics.update(trainable_params=0 if is_base else trainable, total_params=total)
 
@@ -202,7 +168,7 @@ def _run(
         test_n=n,
     )
     write_jsonl(
-        out_dir / "test_predictions.jsonl",
+        out_dir / SPEC.item_file,
         [
             {
                 "query": r["query"],
@@ -217,7 +183,7 @@ def _run(
     metrics["heldout_loss_after"] = loss_on_heldout(model)
     metrics["forgetting"] = metrics["heldout_loss_after"] - metrics["heldout_loss_before"]
     if not is_base:
-        adapter_dir = out_dir / "adapter"
+        adapter_dir = out_dir / ADAPTER_DIR
         model.save_pretrained(adapter_dir)
         metrics["file_size_bytes"] = sum(
             f.stat().st_size for f in adapter_dir.glob("*.safetensors")

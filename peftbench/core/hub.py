@@ -1,6 +1,5 @@
-"""Real-data loaders (MetaMathQA, GSM8K) through the ``datasets`` library.
+"""Loading data sets and pinning hub revisions, for every task, through ``datasets``.
 
-Every loader returns common records ``{"query": str, "response": str, "answer": str}``.
 ``path`` is either a Hub dataset id (only used by the real preset, which needs the network or a
 warm Hugging Face cache) or a local file/directory, which is loaded fully offline:
 
@@ -12,21 +11,13 @@ warm Hugging Face cache) or a local file/directory, which is loaded fully offlin
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from peftbench.tasks.math.answers import parse_answer
-
-__all__ = ["gsm8k_valid_subset", "load_gsm8k", "load_metamathqa"]
-
 _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-_THOUSANDS_COMMA_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
     """Whether ``path`` names a local file/dir rather than a Hub id.
 
     Paths that look local but do not exist raise here, instead of being sent to the Hub as a
@@ -40,12 +31,12 @@ def _is_local(path: str) -> bool:
     return False
 
 
-def _load(path: str, revision: str | None, split: str, config_name: str | None = None) -> Any:
+def load_split(path: str, revision: str | None, split: str, config_name: str | None = None) -> Any:
     """Load one split of ``path`` as a ``datasets.Dataset``."""
     # Imported lazily: `datasets` is slow to import and only the data rules need it.
     import datasets
 
-    if not _is_local(path):
+    if not is_local(path):
         return datasets.load_dataset(path, config_name, revision=revision, split=split)
     p = Path(path).expanduser()
     if p.is_dir():
@@ -65,7 +56,7 @@ def _load(path: str, revision: str | None, split: str, config_name: str | None =
     return datasets.load_dataset(builder, data_files=str(p), split="train")
 
 
-def _columns(ds: Any, path: str, required: list[str]) -> dict[str, list[Any]]:
+def columns(ds: Any, path: str, required: list[str]) -> dict[str, list[Any]]:
     """Return the ``required`` columns as Python lists, or name the missing one."""
     missing = [c for c in required if c not in ds.column_names]
     if missing:
@@ -75,74 +66,6 @@ def _columns(ds: Any, path: str, required: list[str]) -> dict[str, list[Any]]:
     return ds.select_columns(required).to_dict()
 
 
-def load_metamathqa(
-    path: str,
-    revision: str | None,
-    split: str = "train",
-    max_chars: int = 1300,
-    max_rows: int | None = None,
-) -> list[dict]:
-    """Load MetaMathQA training records in stored order (no shuffling).
-
-    Rows with ``len(query + " " + response) > max_chars`` are dropped, as in the published
-    benchmark; ``max_rows`` caps the number of rows kept *after* that filter. ``answer`` is the
-    text after "The answer is:" in the response; the few rows where no answer can be parsed are
-    still kept, with ``answer == ""``, because training only needs query and response.
-    """
-    ds = _load(path, revision, split)
-    cols = _columns(ds, path, ["query", "response", "type"])
-    records: list[dict] = []
-    for query, response in zip(cols["query"], cols["response"], strict=True):
-        if len(query + " " + response) > max_chars:
-            continue
-        answer = parse_answer(response)
-        records.append({"query": query, "response": response, "answer": answer or ""})
-        if max_rows is not None and len(records) >= max_rows:
-            break
-    return records
-
-
-def load_gsm8k(
-    path: str,
-    revision: str | None,
-    config_name: str = "main",
-    split: str | None = None,
-) -> list[dict]:
-    """Load GSM8K records: query = question, response = worked answer, answer = final number.
-
-    ``split`` is required (e.g. "test"); it only has a default so that it can follow
-    ``config_name`` positionally. The final answer is the text after "####", stripped, with
-    thousands commas removed ("1,234" -> "1234").
-    """
-    if split is None:
-        raise TypeError("load_gsm8k() missing required argument: 'split'")
-    ds = _load(path, revision, split, config_name)
-    cols = _columns(ds, path, ["question", "answer"])
-    records: list[dict] = []
-    for i, (question, solution) in enumerate(zip(cols["question"], cols["answer"], strict=True)):
-        if "####" not in solution:
-            raise ValueError(f"{path}: row {i} has no '####' final answer: {solution[-80:]!r}")
-        final = solution.rsplit("####", 1)[1].strip()
-        records.append(
-            {
-                "query": question,
-                "response": solution,
-                "answer": _THOUSANDS_COMMA_RE.sub("", final),
-            }
-        )
-    return records
-
-
-def gsm8k_valid_subset(rows: list[dict], n: int = 50, seed: int = 0) -> list[dict]:
-    """Pick ``n`` rows by a seeded permutation (all rows if fewer).
-
-    This is our own deterministic choice via ``numpy.random.default_rng(seed)``; it does not
-    reproduce the reference implementation's legacy global-RNG draw, so the exact rows differ.
-    """
-    order = np.random.default_rng(seed).permutation(len(rows))
-    return [rows[i] for i in order[:n]]
-
-
 def load_text(
     path: str, revision: str | None, split: str, n: int, column: str = "text"
 ) -> list[str]:
@@ -150,8 +73,8 @@ def load_text(
 
     Hub corpora are streamed so that only ``n`` rows are downloaded.
     """
-    if _is_local(path):
-        texts = _columns(_load(path, revision, split), path, [column])[column]
+    if is_local(path):
+        texts = columns(load_split(path, revision, split), path, [column])[column]
     else:
         import datasets
 

@@ -1,0 +1,122 @@
+"""The noise-aware frontier page of one task: for every cost axis, one sortable table row per
+experiment (quality with its bootstrap interval, P(frontier), lead over the next frontier
+experiment), then the Pareto rank over several objectives at once."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+
+import pandas as pd
+
+from peftbench.analysis.glossary import info
+from peftbench.analysis.noise import DEFAULT_BOOTSTRAP
+from peftbench.analysis.summary import SOURCES
+from peftbench.analysis.tables import AXES
+from peftbench.report.html import glossary_html, html_table, page_html, row_class
+from peftbench.tasks import registry
+from peftbench.tasks.spec import TaskSpec
+
+
+def _fallback_noise(spec: TaskSpec) -> str:
+    """How runs without per-item scores (published ones, usually) are resampled."""
+    if spec.proportion:
+        return (
+            "Runs without per-item scores (published results) are resampled from their "
+            "quality (a share of test items) and test-set size (binomial)."
+        )
+    return (
+        "Runs without per-item scores are resampled from their stored 95% interval (a "
+        "normal) where they have one, else not at all (published results without an "
+        "interval: noise model none)."
+    )
+
+
+FRONTIER_COLUMNS = [
+    "experiment",
+    "family",
+    "n_seeds",
+    "noise",
+    "{quality}",
+    "{quality}_low",
+    "{quality}_high",
+    "{x}",
+    "on_frontier",
+    "frontier_prob",
+    "next",
+    "lead",
+    "lead_low",
+    "lead_high",
+    "lead_prob",
+    "intervals_overlap",
+    "within_noise",
+    "missing",
+    "failed_seeds",
+    "key_settings",
+]
+
+
+def frontier_page(
+    task: str,
+    frontiers: Mapping[str, pd.DataFrame],
+    multi: pd.DataFrame,
+    *,
+    n_boot: int = DEFAULT_BOOTSTRAP.n_boot,
+) -> str:
+    """HTML page of the noise-aware frontier tables of one task (one section per axis)."""
+    spec = registry.get(task)
+    quality = spec.quality.name
+    sections = [
+        '<p class="caption">'
+        + html.escape(
+            f"For each cost axis: every experiment with its quality ({quality}) and the 95% "
+            f"bootstrap interval over {n_boot} draws that resample the test items (paired "
+            "across experiments, so a shared hard item does not count as a difference) and, "
+            "where an experiment has several seeds, the seeds. P(frontier) says how often "
+            "it is on the frontier; for frontier experiments, the lead over the next frontier "
+            "experiment by quality and whether it is within noise. Rows sort by any column "
+            f"(click a header). {_fallback_noise(spec)}"
+        )
+        + "</p>"
+    ]
+    columns_used: list[str] = []
+    for axis, column in AXES.items():
+        table = frontiers.get(axis)
+        if table is None or table.empty:
+            continue
+        columns = [c.format(quality=quality, x=column) for c in FRONTIER_COLUMNS]
+        columns_used += columns
+        sections.append(f"<h2>{html.escape(f'Quality vs {info(column)[0]}')}</h2>")
+        for source in SOURCES:
+            subset = table[table["source"] == source]
+            if subset.empty:
+                continue
+            sections.append(f"<h3>{html.escape(source)}</h3>")
+            sections.append(
+                html_table(
+                    subset,
+                    columns,
+                    quality=quality,
+                    row_class=row_class,
+                    table_id=f"{axis}-{source}",
+                )
+            )
+    if not multi.empty:
+        objective_columns = [
+            c for c in multi.columns if c not in ("experiment", "source", "family", "pareto_rank")
+        ]
+        sections.append("<h2>Several objectives at once</h2>")
+        sections.append(
+            '<p class="caption">'
+            + html.escape(
+                "Pareto rank over " + ", ".join(objective_columns) + " together (quality up, "
+                "every cost down; means over seeds). Rank 1 is the non-dominated set: no "
+                "other experiment is at least as good on all of them and better on one."
+            )
+            + "</p>"
+        )
+        columns = ["experiment", "source", "family", "pareto_rank", *objective_columns]
+        columns_used += columns
+        sections.append(html_table(multi, columns, quality=quality, row_class=row_class))
+    sections.append(glossary_html(columns_used, quality))
+    return page_html(f"{task}: noise-aware Pareto frontiers", "\n".join(sections))

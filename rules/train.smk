@@ -1,0 +1,50 @@
+# The rules every task shares, with the task as a wildcard: prepare its data -> (its own rules:
+# embedded base models, encoders) -> one training and evaluation job per experiment x seed.
+# What differs between tasks comes from the spec (peftbench.tasks.<task>.SPEC) and the task's
+# config section: the modules a job runs, its extra inputs, its resources.
+
+
+rule prepare_data:
+    output:
+        directory("results/{task}/data"),
+    log:
+        "logs/{task}/prepare_data.log",
+    conda:
+        "../envs/train.yaml"
+    params:
+        data=lambda wildcards: config[wildcards.task]["data"],
+        code=lambda wildcards: code_hash(
+            "scripts/prepare_data.py",
+            SPECS[wildcards.task].data_module,
+            task=wildcards.task,
+        ),
+        libraries=library_versions(),
+    script:
+        "../scripts/prepare_data.py"
+
+
+rule train:
+    input:
+        unpack(training_inputs),
+    output:
+        result="results/{task}/runs/{method}/{name}/seed{seed}/result.json",
+    log:
+        "logs/{task}/runs/{method}/{name}/seed{seed}.log",
+    conda:
+        "../envs/train.yaml"
+    threads: task_resource("threads")
+    resources:
+        gpu=gpus_per_training_job,
+        mem_mb=task_resource("mem_mb"),
+        runtime=task_resource("runtime"),
+    params:
+        training=training_params,
+        task_cfg=run_config,
+        code=lambda wildcards: code_hash(
+            "scripts/train_experiment.py",
+            SPECS[wildcards.task].run_module,
+            task=wildcards.task,
+        ),
+        libraries=library_versions(),
+    script:
+        "../scripts/train_experiment.py"
