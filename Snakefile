@@ -10,6 +10,15 @@ configfile: "config/config.yaml"
 
 # Config checks, the task registry (with config task_packages) and the helpers of every rule.
 include: "rules/common.smk"
+
+
+# Same bits on any x86-64 CPU with AVX2: jobs inherit the pinned kernel choices (config
+# cpu_numerics; peftbench/core/numerics.py). Set before anything imports torch.
+from peftbench.core.numerics import apply as apply_cpu_numerics  # noqa: E402
+
+apply_cpu_numerics(config.get("cpu_numerics"))
+
+
 # The generic rules, with the task as a wildcard: data preparation and training.
 include: "rules/train.smk"
 
@@ -28,6 +37,10 @@ rule all:
     default_target: True
     input:
         all_targets(),
+        # Every run's result.json is a target of its own: Snakemake rebuilds a missing file only
+        # when a target needs it, so without this a deleted result would stay deleted while the
+        # tables that read it look up to date.
+        [path for task in SPECS for path in run_results(task)],
 
 
 onsuccess:

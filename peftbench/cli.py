@@ -1,8 +1,11 @@
-"""Command line: ``peftbench advise`` (also ``python -m peftbench advise``).
+"""Command line: ``peftbench advise`` and ``peftbench estimate-memory`` (also
+``python -m peftbench ...``).
 
 ``advise`` reads a summary table and prints the methods on the noise-aware Pareto frontier that
 fit a memory (and optionally time) budget, best first, with intervals and whether each one's
-lead over the next is within noise.
+lead over the next is within noise; with ``--predicted`` it answers from the memory prediction
+alone (no run needed). ``estimate-memory`` predicts every experiment's peak GPU memory of a
+config (a preset) without a GPU or weights (:mod:`peftbench.core.estimate`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from peftbench.analysis.summary import (
     read_summary,
     table_item_scores,
 )
+from peftbench.cli_estimate import advise_predicted, estimate_command
 from peftbench.tasks import registry
 
 
@@ -254,6 +258,20 @@ def _advise_command(args: argparse.Namespace) -> int:
     return 0 if not frontier.empty else 1
 
 
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--configfile", default=None, help="config file to predict for (e.g. a preset)"
+    )
+    parser.add_argument(
+        "--defaults",
+        default="config/config.yaml",
+        help="config the --configfile is merged over, as Snakemake does (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--estimates", default=None, help="read estimates that estimate-memory --json wrote"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peftbench", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -303,7 +321,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.95,
         help="a lead is within noise when P(better) is below this (default 0.95)",
     )
-    advise_parser.set_defaults(handler=_advise_command)
+    advise_parser.add_argument(
+        "--predicted",
+        action="store_true",
+        help="answer from the memory prediction of --configfile (or --estimates) alone",
+    )
+    _add_config_arguments(advise_parser)
+    advise_parser.set_defaults(
+        handler=lambda args: (advise_predicted if args.predicted else _advise_command)(args)
+    )
+    estimate_parser = commands.add_parser(
+        "estimate-memory",
+        help="predict each experiment's peak GPU training memory without a GPU or weights",
+        description="Build the config's architecture on the meta device from the shipped "
+        "config files, wrap it with each experiment's adapter and account one training step "
+        "at the config's dtype, batch size and longest sequence.",
+    )
+    estimate_parser.add_argument("--task", default=None, help="one task (default: the config's)")
+    estimate_parser.add_argument("--json", default=None, help="also write the estimates here")
+    _add_config_arguments(estimate_parser)
+    estimate_parser.set_defaults(handler=estimate_command)
     return parser
 
 

@@ -6,25 +6,22 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+import yaml
 
 sys.path.insert(0, workflow.basedir)
 
 from peftbench.core import codehash  # noqa: E402
+from peftbench.core import configfile  # noqa: E402
 from peftbench.core import experiments as exps  # noqa: E402
-from peftbench.core.config import ConfigError, training_table  # noqa: E402
+from peftbench.core.config import (
+    ConfigError,
+    did_you_mean,
+    training_table,
+)  # noqa: E402
 from peftbench.tasks import registry  # noqa: E402
 
-# The shared keys; each task's section is checked by its own schema (check_tasks below).
-validate(config, "../config/schemas/config.schema.yaml")
-# Tasks that live outside the package (task_packages: {name: folder}) join the registry first.
-try:
-    registry.register_packages(config.get("task_packages"), workflow.basedir)
-except registry.UnknownTaskError as exc:
-    raise ConfigError(str(exc)) from None
-
 LIBRARIES = ["torch", "transformers", "peft", "tokenizers", "datasets", "diffusers"]
+SHARED_SCHEMA = Path(workflow.basedir) / "config/schemas/config.schema.yaml"
 
 
 def task_module(task, dotted):
@@ -37,26 +34,76 @@ def task_folder(task):
     return Path(task_module(task, ".").__file__).parent
 
 
-def check_tasks():
-    """The spec of every task in ``config["tasks"]``, its config section checked by its schema."""
+def blamed(*path):
+    """The config files that set ``path`` (or its nearest parent), for error messages."""
+    return ", ".join(configfile.sources_of(path, CONFIG_FILES))
+
+
+def unknown(kind, name, known):
+    return f"unknown {kind} '{name}'{did_you_mean(name, known)} (known: {', '.join(known)})"
+
+
+def check_config():
+    """The spec of every task in ``config["tasks"]``, and the problems of the whole config:
+    unknown keys at any level, the shared keys against the shared schema, each task's section
+    against its own schema (its spec's config_schema), tasks named under select/published.
+    """
+    errors = []  # (key path, message)
+    try:
+        # Tasks that live outside the package (task_packages: {name: folder}) join first.
+        registry.register_packages(config.get("task_packages"), workflow.basedir)
+    except registry.UnknownTaskError as exc:
+        errors.append((("task_packages",), str(exc)))
+    tasks = [spec.name for spec in registry.known()]
+    shared = list(yaml.safe_load(SHARED_SCHEMA.read_text())["properties"])
+    for key in config:
+        if key not in shared and key not in tasks:
+            errors.append(
+                (
+                    (key,),
+                    unknown("top-level key (shared key or task)", key, shared + tasks),
+                )
+            )
+    checked = {k: v for k, v in config.items() if k in shared or k in tasks}
+    errors += configfile.schema_problems(checked, SHARED_SCHEMA)
+    for key in ("select", "published"):
+        section = config.get(key)
+        for task in section if isinstance(section, dict) else ():
+            if task not in tasks:
+                errors.append(((key, task), unknown("task", task, tasks)))
     specs = {}
-    for task in config["tasks"]:
-        try:
-            spec = registry.get(task)
-        except registry.UnknownTaskError as exc:
-            raise ConfigError(f"tasks: {exc}") from None
-        if not isinstance(config.get(task), dict):
-            raise ConfigError(f"tasks: task '{task}' has no config section '{task}'")
-        schema = task_folder(task) / spec.config_schema
-        try:
-            validate(config[task], str(schema))
-        except WorkflowError as exc:
-            raise ConfigError(f"config section '{task}' ({schema}):\n{exc}") from None
-        specs[task] = spec
-    return specs
+    run = config.get("tasks")
+    for task in run if isinstance(run, list) else ():
+        if task not in tasks:
+            errors.append(
+                (("tasks",), unknown("task", task, tasks) + "; see task_packages")
+            )
+        elif not isinstance(config.get(task), dict):
+            errors.append(
+                ((task,), f"task '{task}' is listed under tasks but has no section")
+            )
+        else:
+            specs[task] = registry.get(task)
+            schema = task_folder(task) / specs[task].config_schema
+            errors += configfile.schema_problems(config[task], schema, (task,))
+    # The shared schema checks a task section's generic keys, its own schema all of them.
+    return specs, list(dict.fromkeys(configfile.blame(errors, CONFIG_FILES)))
 
 
-SPECS = check_tasks()
+try:
+    # Every config file Snakemake merged, re-read with duplicate keys refused (Snakemake
+    # silently keeps the last value of a repeated key).
+    CONFIG_FILES = {
+        str(f): configfile.load_config_file(f) for f in workflow.configfiles
+    }
+    SPECS, _problems = check_config()
+except ConfigError as exc:
+    raise ConfigError(str(exc)) from None  # the message says it all: no traceback
+if _problems:
+    raise ConfigError(
+        f"{len(_problems)} problem(s) in the config (files: {', '.join(CONFIG_FILES)}):\n"
+        + "\n".join(_problems)
+    )
 
 
 wildcard_constraints:
@@ -145,19 +192,40 @@ def task_table(task):
 @cache
 def task_experiments(task):
     """Selected experiments of ``task`` (method/name), validated before any job starts."""
+    try:
+        return checked_experiments(task)
+    except ConfigError as exc:
+        raise ConfigError(
+            str(exc)
+        ) from None  # the message names file and field: no traceback
+
+
+def checked_experiments(task):
     cfg = config[task]
-    found = exps.select(
-        exps.discover(cfg["experiments_dir"]), config.get("select", {}).get(task)
-    )
-    problems = []
-    for experiment in found:
-        problems += exps.check_adapter_config(cfg["experiments_dir"], experiment)
-        try:
-            exps.effective_params(
-                cfg["training"], cfg["experiments_dir"], experiment, task_table(task)
-            )
-        except ConfigError as exc:
-            problems.append(str(exc))
+    root = cfg["experiments_dir"]
+    try:
+        found = exps.discover(root)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{blamed(task, 'experiments_dir')}: {task}.experiments_dir: {exc}"
+        )
+    # A bad default would fail every experiment: blame the config file, once.
+    defaults = f"{blamed(task, 'training')}: {task}.training"
+    problems = exps.training_problems(cfg["training"], defaults, task_table(task))
+    if not problems:
+        where = f"{blamed('select', task)}: select.{task}"
+        found = exps.select(found, config.get("select", {}).get(task), where)
+        problems = exps.check_root(root)
+        for experiment in found:
+            in_folder = exps.check_folder(root, experiment)
+            problems += in_folder or exps.check_adapter_config(root, experiment)
+            try:
+                if not in_folder:
+                    exps.effective_params(
+                        cfg["training"], root, experiment, task_table(task)
+                    )
+            except ConfigError as exc:
+                problems.append(str(exc))
     # The model-level check needs the files to be sound; it runs once, in the main process
     # (cluster jobs re-read this file and need not repeat it).
     if not problems and workflow.is_main_process and SPECS[task].meta_model:

@@ -2,7 +2,8 @@
 
 The task's spec names its run module; this script builds the run's context and hands it over, so
 it never names a task. A failure inside the run is recorded in result.json (status "failed") and
-the job still exits 0, so the other experiments and the aggregation go on.
+the job still exits 0, so the other experiments and the aggregation go on; only a run folder that
+cannot take even that result.json fails the job.
 """
 
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from peftbench.core.runs import RunContext  # noqa: E402
+from peftbench.core.runs import RunContext, RunOutputError  # noqa: E402
 from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402
 from peftbench.tasks import registry  # noqa: E402
 
@@ -38,5 +39,10 @@ ctx = RunContext(
     out_dir=Path(sm.output.result).parent,
     threads=sm.threads,
 )
-result = registry.import_module(spec.run_module, task).run_experiment(ctx)
+try:
+    result = registry.import_module(spec.run_module, task).run_experiment(ctx)
+except RunOutputError as exc:
+    # Not even a failed result.json fits in the run folder (full disk, read-only folder): this
+    # job fails, with the reason in its log; the others go on (keep-going, profiles/default).
+    sys.exit(f"peftbench: {exc}")
 print(f"status: {result['status']}", result["error"] or "")

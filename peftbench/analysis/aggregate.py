@@ -24,6 +24,7 @@ from peftbench.analysis.frontier import pareto_mask
 from peftbench.analysis.glossary import integer_columns
 from peftbench.core.io import atomic_path
 from peftbench.core.layout import BASE_METHOD
+from peftbench.core.memcategories import CATEGORIES
 from peftbench.tasks import registry
 from peftbench.tasks.spec import Column
 
@@ -31,10 +32,15 @@ SCHEMA_PATH = Path(__file__).parents[1] / "schemas" / "result.schema.json"
 
 # Shared columns in summary order; each task's columns go between them (see summary_columns).
 _IDENTITY = ["task", "experiment", "method", "name", "seed", "status", "error", "peft_type"]
+#: Summary columns of the live-tensor account's categories (``train_tensor_<category>_gb``).
+TENSOR_COLUMNS = [f"train_tensor_{category}_gb" for category in CATEGORIES]
 _COSTS = [
     "test_n",
+    "memory_gb",
     "train_memory_gb",
     "train_memory_allocated_gb",
+    "train_tensor_gb",
+    *TENSOR_COLUMNS,
     "eval_memory_gb",
     "memory_measure",
     "train_time_min",
@@ -224,6 +230,12 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "test_n": metrics["test_n"],
         "train_memory_gb": _scaled(metrics["train_memory_peak_bytes"], 1e9),
         "train_memory_allocated_gb": _scaled(metrics["train_memory_allocated_peak_bytes"], 1e9),
+        # Results written before tensor accounting have neither key.
+        "train_tensor_gb": _scaled(metrics.get("train_tensor_peak_bytes"), 1e9),
+        **{
+            column: _scaled((metrics.get("train_tensor_breakdown") or {}).get(category), 1e9)
+            for column, category in zip(TENSOR_COLUMNS, CATEGORIES, strict=True)
+        },
         "eval_memory_gb": _scaled(metrics["eval_memory_peak_bytes"], 1e9),
         "memory_measure": metrics["memory_measure"],
         "train_time_min": _scaled(metrics["train_time_s"], 60.0),
@@ -252,6 +264,20 @@ def _numerics_key(provenance: Mapping[str, Any]) -> str | None:
     return (hardware.get("numerics") or {}).get("key")
 
 
+def headline_memory(table: pd.DataFrame) -> pd.Series:
+    """The memory figure of frontiers and budgets (``memory_gb``), per row: CUDA and published
+    rows keep the allocator's peak (``train_memory_gb``, what a GPU must have free); CPU rows
+    take the exact live-tensor peak (``train_tensor_gb``), because peak RSS on a CPU is mostly
+    allocator and kernel noise that ranks methods differently from run to run. A CPU row
+    without tensor accounting (written before it existed) keeps its RSS figure."""
+    rss = pd.to_numeric(table["train_memory_gb"], errors="coerce").astype("float64")
+    if "train_tensor_gb" not in table.columns:
+        return rss
+    tensor = pd.to_numeric(table["train_tensor_gb"], errors="coerce").astype("float64")
+    cpu = table["memory_measure"].astype(str).str.startswith("cpu")
+    return tensor.where(cpu & tensor.notna(), rss)
+
+
 def row_quality(table: pd.DataFrame) -> pd.Series:
     """Each row's headline quality: the value of its own task's quality column (float)."""
     quality = pd.Series(np.nan, index=table.index, dtype="float64")
@@ -264,7 +290,7 @@ def row_quality(table: pd.DataFrame) -> pd.Series:
 
 
 def frontier_flags(table: pd.DataFrame, by: Sequence[str] = ("task",)) -> np.ndarray:
-    """Pareto frontier of the task's quality (max) vs ``train_memory_gb`` (min), as booleans.
+    """Pareto frontier of the task's quality (max) vs ``memory_gb`` (min), as booleans.
 
     Computed separately within each group of ``by`` (its first column is the task: a frontier
     never mixes tasks, whose qualities are different metrics), among successful rows only.
@@ -277,7 +303,7 @@ def frontier_flags(table: pd.DataFrame, by: Sequence[str] = ("task",)) -> np.nda
         rows = rows[rows["status"] == "success"]
         if rows.empty:
             continue
-        mask = pareto_mask(rows, {quality_column(key[0]): "max", "train_memory_gb": "min"})
+        mask = pareto_mask(rows, {quality_column(key[0]): "max", "memory_gb": "min"})
         flags[table.index.get_indexer(mask.index[mask.to_numpy()])] = True
     return flags
 
@@ -309,7 +335,7 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Build the summary table: one row per result, columns as in :func:`summary_columns`.
 
     Failed results are kept; metrics they could not measure are NaN. ``on_frontier`` marks
-    the Pareto frontier of each task's quality (max) vs train_memory_gb (min) among
+    the Pareto frontier of each task's quality (max) vs memory_gb (min) among
     successful rows only, per task. Rows are sorted by task, base model first, then by
     quality descending (missing last), then by experiment and seed.
     """
@@ -324,6 +350,7 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     for column in int_columns():
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
 
+    df["memory_gb"] = headline_memory(df)
     df["on_frontier"] = frontier_flags(df)
     df = sort_rows(df, {"_task": df["task"].astype(str)})
     return df.reset_index(drop=True)[columns]

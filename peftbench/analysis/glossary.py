@@ -39,13 +39,41 @@ SHARED: dict[str, Column] = _columns(
            "peft_type of the resolved PEFT config (empty: full fine-tuning)."),
     Column("test_n", "test n", "Number of test items scored (the task's unit: a problem, a "
            "generated image, ...).", integer=True),
+    Column("memory_gb", "memory (GB)",
+           "The memory axis of frontiers and budgets, GB (1e9 bytes): on CUDA and for "
+           "published rows train memory (the allocator's peak, what the GPU must have free); "
+           "on a CPU tensor memory (exact live-tensor bytes, weights included), because peak "
+           "RSS there is mostly allocator noise. memory measure says which train memory is.",
+           direction="min", axis_title="Peak training memory (GB)"),
     Column("train_memory_gb", "train memory (GB)",
            "Peak training memory in GB (1e9 bytes). This run: CUDA peak reserved memory above "
            "the pre-load baseline (weights included); on CPU, peak RSS above the loaded model "
            "(the extra memory training needs). Published: accelerator_memory_max, peak "
            "reserved memory over the whole run or the training steps, as the published suite "
            "of the task measured it.",
-           direction="min", axis_title="Peak training memory (GB)"),
+           direction="min", axis_title="Peak training memory, device figure (GB)"),
+    Column("train_tensor_gb", "tensor memory (GB)",
+           "Exact peak of live tensor bytes in one training step (the costliest batch's), GB: "
+           "weights, gradients, optimizer state, activations and temporaries, without "
+           "allocator caching; the same on every CPU run of a config. Split in the "
+           "train_tensor_*_gb columns.",
+           direction="min", axis_title="Peak live-tensor training memory (GB)"),
+    Column("train_tensor_frozen_params_gb", "frozen weights (GB)",
+           "Tensor memory at the peak: parameters without gradient, and buffers.",
+           direction="min"),
+    Column("train_tensor_trainable_params_gb", "trainable weights (GB)",
+           "Tensor memory at the peak: trainable parameters.", direction="min"),
+    Column("train_tensor_gradients_gb", "gradients (GB)",
+           "Tensor memory at the peak: parameter gradients.", direction="min"),
+    Column("train_tensor_optimizer_state_gb", "optimizer state (GB)",
+           "Tensor memory at the peak: optimizer state (AdamW: two moments per trainable "
+           "parameter).", direction="min"),
+    Column("train_tensor_activations_gb", "activations (GB)",
+           "Tensor memory at the peak: tensors autograd keeps for the backward pass.",
+           direction="min"),
+    Column("train_tensor_temporaries_gb", "temporaries (GB)",
+           "Tensor memory at the peak: everything else the step created (inputs, "
+           "intermediate results, gradients of activations).", direction="min"),
     Column("train_memory_allocated_gb", "allocated memory (GB)",
            "CUDA only: peak allocated (live tensor) memory during training, GB.",
            direction="min", axis_title="Peak allocated training memory (GB)"),

@@ -21,6 +21,7 @@ import pandas as pd
 from peftbench.analysis.aggregate import (
     TEXT_COLUMNS,
     frontier_flags,
+    headline_memory,
     int_columns,
     sort_rows,
     summarize,
@@ -164,6 +165,7 @@ def normalize(table: pd.DataFrame) -> pd.DataFrame:
         elif column != "on_frontier":
             table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
 
+    table["memory_gb"] = headline_memory(table)  # derived: older summaries lack it
     table["on_frontier"] = frontier_flags(table, by=["task", "source"])
     source_order = table["source"].map(lambda s: SOURCES.index(s) if s in SOURCES else 9)
     table = sort_rows(table, {"_task": table["task"].astype(str), "_source": source_order})

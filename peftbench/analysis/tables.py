@@ -21,7 +21,8 @@ from peftbench.tasks.spec import TaskSpec
 
 #: Cost axes of the report's trade-off charts: short name -> summary column.
 AXES: dict[str, str] = {
-    "memory": "train_memory_gb",
+    # The headline figure: allocator peak on CUDA, exact live tensors on a CPU (see glossary).
+    "memory": "memory_gb",
     "time": "train_time_min",
     "params": "trainable_params",
     "file_size": "file_size_mb",

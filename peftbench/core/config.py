@@ -4,14 +4,20 @@ The published suite merges overrides shallowly, so ``{"optimizer_kwargs": {"lr":
 dropped the default weight decay for a third of its runs. Here nested dicts are merged key by key,
 every key must be known and of the right type, and the effective result is written next to each
 result so nothing is implicit.
+
+Torch-free (the analysis imports :class:`ConfigError`): checks that need torch or peft (an
+optimizer's signature, a PEFT config's fields) live in :mod:`peftbench.core.preflight`.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+import math
+import string
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ class ConfigError(ValueError):
 
 #: The training keys every task shares; a task adds its own (``TaskSpec.training_keys``) and the
 #: checks below read the merged table (:func:`training_table`). Each task's config schema lists
-#: the same keys (a test keeps them in step).
+#: the same keys with the same bounds (tests/test_config.py keeps them in step).
 TRAINING_KEYS: dict[str, TrainingKey] = {
     "max_steps": TrainingKey((int,), "optimizer steps", "positive"),
     "batch_size": TrainingKey((int,), "training batch size (per optimizer micro-step)", "positive"),
@@ -54,7 +60,7 @@ TRAINING_KEYS: dict[str, TrainingKey] = {
         (str,), "cosine | constant", choices=frozenset({"cosine", "constant"})
     ),
     "warmup_ratio": TrainingKey(
-        (float, int), "fraction of max_steps used for linear warm-up", "non_negative"
+        (float, int), "fraction of max_steps used for linear warm-up, in [0, 1)", "fraction"
     ),
     "grad_norm_clip": TrainingKey(
         (float, int), "max gradient norm; 0 disables clipping", "non_negative"
@@ -66,10 +72,31 @@ TRAINING_KEYS: dict[str, TrainingKey] = {
     "keep_checkpoints": TrainingKey((bool,), "keep checkpoints after a successful run"),
 }
 
+#: Bounds of the numeric ``optimizer_kwargs`` every optimizer factory of peftbench.core.optim
+#: shares (AdamW's, and LoRA+'s own); which keys an optimizer takes at all is checked against
+#: its signature (peftbench.core.preflight), since that needs torch.
+OPTIMIZER_BOUNDS = {
+    "lr": "positive",
+    "eps": "positive",
+    "weight_decay": "non_negative",
+    "loraplus_lr_ratio": "positive",
+    "loraplus_lr_embedding": "non_negative",
+    "loraplus_weight_decay": "non_negative",
+}
+
+_BOUND_TEXT = {"positive": "> 0", "non_negative": ">= 0", "fraction": ">= 0 and < 1"}
+
 
 def training_table(task_keys: Mapping[str, TrainingKey] | None = None) -> dict[str, TrainingKey]:
     """The shared training keys plus a task's own (``TaskSpec.training_keys``)."""
     return {**TRAINING_KEYS, **(task_keys or {})}
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``candidates`` (case-insensitive), or ""."""
+    by_lower = {str(c).lower(): str(c) for c in candidates}
+    match = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean '{by_lower[match[0]]}'?)" if match else ""
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,33 +126,93 @@ def validate_training_params(
     problems = []
     for key, value in params.items():
         if key not in known or key not in table:
-            listed = ", ".join(sorted(k for k in known if k in table))
-            problems.append(f"{source}: unknown training key '{key}' (known: {listed})")
+            listed = sorted(k for k in known if k in table)
+            hint = did_you_mean(key, listed)
+            problems.append(
+                f"{source}: unknown training key '{key}'{hint} (known: {', '.join(listed)})"
+            )
             continue
         problems += _check_value(table[key], key, value, source)
     return problems
 
 
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass: True is not a number here.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bound_problem(bound: str | None, value: float) -> str | None:
+    """`` must be ...`` when ``value`` breaks ``bound``, else None."""
+    broken = {
+        "positive": value <= 0,
+        "non_negative": value < 0,
+        "fraction": not 0 <= value < 1,
+    }.get(bound or "", False)
+    return f"must be {_BOUND_TEXT[bound]}, got {value}" if broken and bound else None
+
+
 def _check_value(spec: TrainingKey, key: str, value: Any, source: str) -> list[str]:
     """Problems of one value against its row of the table."""
     types = spec.types
-    # bool is an int subclass: reject True where a number is meant.
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
         return [f"{source}: '{key}' must be {names}, got {json.dumps(value)}"]
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON and YAML both parse NaN and Infinity; no training value is meant to be one.
+        return [f"{source}: '{key}' must be a finite number, got {value}"]
     problems = []
-    if spec.bound == "positive" and value <= 0:
-        problems.append(f"{source}: '{key}' must be > 0, got {value}")
-    if spec.bound == "non_negative" and value < 0:
-        problems.append(f"{source}: '{key}' must be >= 0, got {value}")
+    if _is_number(value) and (broken := _bound_problem(spec.bound, value)):
+        problems.append(f"{source}: '{key}' {broken}")
     if spec.choices is not None and value not in spec.choices:
         problems.append(f"{source}: '{key}' must be one of {sorted(spec.choices)}, got {value!r}")
-    if spec.placeholder is not None and spec.placeholder not in value:
-        problems.append(f"{source}: '{key}' must contain the placeholder {spec.placeholder}")
+    if spec.placeholder is not None:
+        problems += [f"{source}: '{key}' {p}" for p in template_problems(value, spec.placeholder)]
     if key == "optimizer_kwargs":
-        lr = value.get("lr")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
-            problems.append(f"{source}: 'optimizer_kwargs.lr' must be a number > 0, got {lr!r}")
+        problems += optimizer_value_problems(value, source)
+    return problems
+
+
+def template_problems(template: str, placeholder: str) -> list[str]:
+    """Problems of a ``str.format`` template whose only field is ``placeholder`` ("{query}"):
+    parsed as the run parses it, so a stray brace fails here and not after training."""
+    field = placeholder.strip("{}")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return [f"is not a valid template ({exc}); write {{{{ and }}}} for literal braces"]
+    names = [name for _, name, _, _ in parsed if name is not None]
+    problems = [
+        f"has the unknown field {{{name}}} (the only field is {placeholder}; write {{{{ and }}}} "
+        "for literal braces)"
+        for name in dict.fromkeys(names)
+        if name != field
+    ]
+    if field not in names:
+        problems.append(f"must contain the placeholder {placeholder}")
+    return problems
+
+
+def optimizer_value_problems(kwargs: Mapping[str, Any], source: str) -> list[str]:
+    """Values of ``optimizer_kwargs`` that no optimizer takes: non-finite numbers, bounds of
+    :data:`OPTIMIZER_BOUNDS`, AdamW's ``betas`` outside [0, 1)."""
+    problems = []
+    for key, value in kwargs.items():
+        name = f"'optimizer_kwargs.{key}'"
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            problems.append(f"{source}: {name} must be finite, got {json.dumps(value)}")
+        elif key in OPTIMIZER_BOUNDS and not _is_number(value):
+            problems.append(f"{source}: {name} must be a number, got {json.dumps(value)}")
+        elif key in OPTIMIZER_BOUNDS and (broken := _bound_problem(OPTIMIZER_BOUNDS[key], value)):
+            problems.append(f"{source}: {name} {broken}")
+        elif key == "betas" and not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(_is_number(b) and 0 <= b < 1 for b in value)
+        ):
+            problems.append(
+                f"{source}: {name} must be two numbers in [0, 1), got {json.dumps(value)}"
+            )
     return problems
 
 
@@ -135,6 +222,8 @@ def read_json_object(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
     if not isinstance(data, dict):

@@ -1,54 +1,178 @@
-"""Experiments are data: ``<root>/<method>/<name>/`` with ``adapter_config.json`` (a PEFT config as
-written by ``save_pretrained``; absent for full fine-tuning) and an optional
-``training_params.json`` that is deep-merged over the task's training defaults.
+"""Experiments are data: ``<root>/<method>/<name>/`` holding ``adapter_config.json`` (a PEFT config
+as written by ``save_pretrained``) and/or ``training_params.json`` (overrides deep-merged over the
+task's training defaults), and optionally a ``README.md``.
+
+A folder is an experiment only through these files, and nothing else may be in it: a misspelled
+``adapter-config.json`` or a dangling link must not quietly turn a PEFT experiment into full
+fine-tuning under the PEFT method's label. Full fine-tuning (no adapter config) is therefore
+explicit: the method folder ``full-finetuning`` (as in the published suite) or a
+``FULL_FINETUNING`` marker file in the experiment folder.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from peftbench.core import preflight
 from peftbench.core.config import (
     ConfigError,
     deep_merge,
+    did_you_mean,
     read_json_object,
     validate_training_params,
 )
+from peftbench.core.layout import BASE_METHOD, BASE_NAME
 from peftbench.tasks.spec import TrainingKey
 
 ADAPTER_CONFIG = "adapter_config.json"
 TRAINING_PARAMS = "training_params.json"
-BASE_EXPERIMENT = "base/no-finetuning"
+README = "README.md"
+#: Method folder whose experiments fine-tune fully (no adapter config), as in the published suite.
+FULL_FINETUNING_METHOD = "full-finetuning"
+#: Marker file (its content is ignored) that makes any other experiment folder full fine-tuning.
+FULL_FINETUNING_MARKER = "FULL_FINETUNING"
+#: Files that define an experiment (workflow inputs: editing one reruns it) ...
+DEFINING = (ADAPTER_CONFIG, TRAINING_PARAMS, FULL_FINETUNING_MARKER)
+#: ... and every file an experiment folder may hold.
+RECOGNISED = (*DEFINING, README)
+#: The base-model reference run of every task: not a name an experiment may take.
+BASE_EXPERIMENT = f"{BASE_METHOD}/{BASE_NAME}"
+
+_HOLDS = f"an experiment folder holds only {', '.join(RECOGNISED)}"
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Entries of ``folder`` in name order; hidden ones (.git, .DS_Store) are not looked at."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _broken_link(path: Path) -> str | None:
+    if path.is_symlink() and not path.exists():
+        return f"{path}: broken symbolic link (to {os.readlink(path)})"
+    return None
+
+
+def _root(root: Path | str) -> Path:
+    root = Path(root)
+    if root.is_file():
+        raise ConfigError(f"{root}: experiments_dir is a file, not a folder of experiments")
+    if not root.is_dir():
+        raise ConfigError(f"{root}: experiments directory does not exist")
+    return root
 
 
 def discover(root: Path | str) -> list[str]:
-    """Sorted ``method/name`` ids of the experiment folders under ``root``."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"{root}: experiments directory does not exist")
-    found = set()
-    for marker in (ADAPTER_CONFIG, TRAINING_PARAMS):
-        for path in root.glob(f"*/*/{marker}"):
-            found.add(f"{path.parent.parent.name}/{path.parent.name}")
-    return sorted(found)
+    """Sorted ``method/name`` ids of the non-empty folders two levels below ``root``: every one
+    is an experiment, or an error of :func:`check_folder`."""
+    root = _root(root)
+    return sorted(
+        f"{method.name}/{folder.name}"
+        for method in _entries(root)
+        if method.is_dir()
+        for folder in _entries(method)
+        if folder.is_dir() and _entries(folder)
+    )
 
 
-def select(experiments: list[str], patterns: list[str] | None) -> list[str]:
-    """Experiments matching any glob pattern (all when ``patterns`` is empty)."""
+def check_root(root: Path | str) -> list[str]:
+    """Entries above the experiment folders that are not part of any: stray files and broken
+    links directly in ``root`` or in a method folder (a README.md is fine)."""
+    problems = []
+    root = _root(root)
+    levels = [root, *(m for m in _entries(root) if m.is_dir())]
+    for folder in levels:
+        for entry in _entries(folder):
+            if broken := _broken_link(entry):
+                problems.append(broken)
+            elif not entry.is_dir() and entry.name != README:
+                problems.append(
+                    f"{entry}: not part of an experiment (experiments are folders "
+                    f"<method>/<name>/ below {root}; {_HOLDS})"
+                )
+    return problems
+
+
+def check_folder(root: Path | str, experiment: str) -> list[str]:
+    """Problems of an experiment folder's name and contents (not of the files' insides)."""
+    folder = Path(root) / experiment
+    problems = []
+    if experiment == BASE_EXPERIMENT:
+        problems.append(
+            f"{folder}: '{BASE_EXPERIMENT}' is reserved for the base-model reference run "
+            "(no fine-tuning) of every task; rename the folder"
+        )
+    for part in experiment.split("/"):
+        if "{" in part or "}" in part:
+            problems.append(
+                f"{folder}: the folder name '{part}' contains a brace, which Snakemake reads as "
+                "a wildcard; rename the folder"
+            )
+    files = set()
+    for entry in _entries(folder):
+        if broken := _broken_link(entry):
+            problems.append(broken)
+        elif entry.is_dir():
+            problems.append(f"{entry}: unexpected folder in an experiment ({_HOLDS})")
+        elif entry.name not in RECOGNISED:
+            hint = did_you_mean(entry.name, RECOGNISED)
+            problems.append(f"{entry}: unknown file{hint} ({_HOLDS})")
+        else:
+            files.add(entry.name)
+    if problems:
+        return problems  # what kind of run it is can only be told once every file is known
+    full = experiment.split("/")[0] == FULL_FINETUNING_METHOD or FULL_FINETUNING_MARKER in files
+    if not files & set(DEFINING):
+        problems.append(f"{folder}: no {ADAPTER_CONFIG} or {TRAINING_PARAMS}: not an experiment")
+    elif full and ADAPTER_CONFIG in files:
+        problems.append(
+            f"{folder / ADAPTER_CONFIG}: a full fine-tuning experiment (method folder "
+            f"{FULL_FINETUNING_METHOD}/ or a {FULL_FINETUNING_MARKER} file) has no adapter config"
+        )
+    elif not full and ADAPTER_CONFIG not in files:
+        problems.append(
+            f"{folder}: no {ADAPTER_CONFIG}; only experiments under {FULL_FINETUNING_METHOD}/ or "
+            f"with a {FULL_FINETUNING_MARKER} marker file run without an adapter"
+        )
+    return problems
+
+
+def select(experiments: list[str], patterns: list[str] | None, where: str = "select") -> list[str]:
+    """Experiments matching any glob pattern (all when ``patterns`` is empty). A pattern that
+    matches nothing is an error naming ``where`` (the config key) and the closest names."""
     if not patterns:
         return experiments
-    chosen = [e for e in experiments if any(fnmatch.fnmatchcase(e, p) for p in patterns)]
-    if not chosen:
-        raise ConfigError(f"select: patterns {patterns} match no experiment")
-    return chosen
+    problems = []
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(e, pattern) for e in experiments):
+            folded = [e for e in experiments if fnmatch.fnmatchcase(e.lower(), pattern.lower())]
+            hint = (
+                f" (it matches {', '.join(folded[:3])} in another case)"
+                if folded
+                else did_you_mean(pattern, experiments)
+            )
+            problems.append(f"{where}: pattern '{pattern}' matches no experiment{hint}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return [e for e in experiments if any(fnmatch.fnmatchcase(e, p) for p in patterns)]
 
 
 def experiment_files(root: Path | str, experiment: str) -> list[str]:
     """The files that define ``experiment`` (workflow inputs: editing one reruns it)."""
     folder = Path(root) / experiment
-    return [str(folder / f) for f in (ADAPTER_CONFIG, TRAINING_PARAMS) if (folder / f).exists()]
+    return [str(folder / f) for f in DEFINING if (folder / f).exists()]
+
+
+def training_problems(
+    params: Mapping[str, Any], source: str, table: Mapping[str, TrainingKey] | None = None
+) -> list[str]:
+    """Problems of a complete training config (task defaults, or merged with an experiment's
+    overrides): every key against ``table``, ``optimizer_kwargs`` against the optimizer."""
+    problems = validate_training_params(params, source, table=table)
+    return problems or preflight.optimizer_problems(params, source)
 
 
 def effective_params(
@@ -68,11 +192,16 @@ def effective_params(
     problems = validate_training_params(overrides, str(path), known=defaults.keys(), table=table)
     merged = deep_merge(defaults, overrides)
     if not problems:
-        source = f"{path} (merged with the task defaults)"
-        problems = validate_training_params(merged, source, table=table)
+        # The defaults passed the same checks (rules/common.smk), so what fails now comes from
+        # this file, alone or together with a default (lora-fa without its `r`).
+        problems = training_problems(merged, f"{path} (merged with the task defaults)", table)
     if problems:
         raise ConfigError("\n".join(problems))
     return merged
+
+
+def _normalised(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
 
 
 def check_adapter_config(root: Path | str, experiment: str) -> list[str]:
@@ -84,15 +213,31 @@ def check_adapter_config(root: Path | str, experiment: str) -> list[str]:
         data = read_json_object(path)
     except ConfigError as exc:
         return [str(exc)]
-    from peft.utils import PeftType
+    from peft.utils import PeftType, TaskType
 
     peft_type = data.get("peft_type")
     if peft_type is None:
         return [
             f"{path}: missing 'peft_type' (a PEFT config as written by save_pretrained has one)"
         ]
-    if peft_type not in {t.value for t in PeftType}:
+    known = {t.value for t in PeftType}
+    if peft_type not in known:
+        hint = did_you_mean(str(peft_type), known)
         return [
-            f"{path}: 'peft_type' {peft_type!r} is not a PEFT method known to this peft version"
+            f"{path}: 'peft_type' {peft_type!r} is not a PEFT method known to this peft "
+            f"version{hint}"
         ]
-    return []
+    problems = []
+    method = experiment.split("/")[0]
+    # A method folder named after another PEFT method would label every row wrongly; folders
+    # named after no method ("dora": LoRA with use_dora) are free.
+    if _normalised(method) in {_normalised(t) for t in known} - {_normalised(peft_type)}:
+        problems.append(
+            f"{path}: 'peft_type' {peft_type!r} does not match the method folder '{method}' "
+            "its results would be labelled with"
+        )
+    task_type = data.get("task_type")
+    if task_type is not None and task_type not in {t.value for t in TaskType}:
+        hint = did_you_mean(str(task_type), [t.value for t in TaskType])
+        problems.append(f"{path}: 'task_type' {task_type!r} is not a PEFT task type{hint}")
+    return problems + preflight.peft_config_problems(data, str(path))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,3 +68,64 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove(path: Path) -> None:
+    """Remove a file, a link or a folder tree; a missing one is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clear_dir(folder: Path | str, keep: Collection[str] = ()) -> None:
+    """Remove every entry of ``folder`` but those named in ``keep``."""
+    for entry in Path(folder).iterdir():
+        if entry.name not in keep:
+            remove(entry)
+
+
+@contextmanager
+def staged_dir(final: Path | str, last: str, keep: Collection[str] = ()) -> Iterator[Path]:
+    """Yield a fresh temporary folder next to ``final``; when the block succeeds, ``final`` holds
+    exactly its entries, ``last`` moved in after all the others (plus ``keep`` entries it had).
+
+    For an output of several files whose ``last`` one is what Snakemake waits for (a run folder:
+    adapter/, per-item file, images, then result.json): every move is an atomic rename on the
+    same file system, and ``last`` appears only when everything else is in place, so its presence
+    means the folder is complete. Other entries already in ``final`` (the files of an earlier run)
+    are removed first, except those named in ``keep`` (a resumable checkpoint). If the block or a
+    move fails, nothing staged stays behind: the entries moved so far are removed again, the
+    temporary folder always is, and the error propagates. A temporary folder that a killed
+    attempt left next to ``final`` is removed when the next attempt starts.
+    """
+    final = Path(final)
+    final.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.[0-9a-f]{{32}}\.tmp")
+    for stale in final.parent.iterdir():
+        if pattern.fullmatch(stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        _publish(tmp, final, last, keep)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, final: Path, last: str, keep: Collection[str]) -> None:
+    """Move the entries of ``tmp`` into ``final`` (see :func:`staged_dir`), ``last`` last."""
+    staged = sorted(tmp.iterdir(), key=lambda entry: (entry.name == last, entry.name))
+    clear_dir(final, keep)
+    moved: list[Path] = []
+    try:
+        for entry in staged:
+            os.replace(entry, final / entry.name)
+            moved.append(final / entry.name)
+    except BaseException:
+        # Part of an output is no output: take back what was moved (as far as possible).
+        for path in moved:
+            with contextlib.suppress(OSError):
+                remove(path)
+        raise

@@ -5,6 +5,12 @@ the similarity encoder all go through :func:`train`; what differs between them i
 :class:`Step`, the loss of the next batch. The optimizer and schedule come from
 :mod:`peftbench.core.optim`. Timing counts optimizer steps only (forward, backward, clip, step,
 schedule); validation runs between steps and is timed and memory-tracked separately.
+
+Memory is measured twice: the device's own figure over every step (:class:`MemoryTracker`:
+CUDA allocator peak, or RSS on a CPU) and an exact account of live tensor bytes by category
+over one step (:class:`~peftbench.core.memtrack.TensorAccountant`). One step is enough because
+the tensors of a step depend only on the batch's shape: the accounted step is the costliest
+batch's (:func:`accounted_step`), which keeps the accounting's overhead to a single step.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,7 @@ import numpy as np
 import torch
 
 from peftbench.core.memory import MemoryTracker
+from peftbench.core.memtrack import TensorAccountant
 from peftbench.core.optim import Updater, make_optimizer, make_scheduler
 
 CHECKPOINT = "checkpoint.pt"
@@ -45,6 +53,10 @@ class Step:
     #: Fast-forwards the batch source by n batches on resume, for sources that are a pure
     #: function of their seed and position rather than of a saved generator state.
     skip: Callable[[int], None] | None = None
+    #: The padded size (e.g. rows x longest sequence) of the n-th batch ``loss`` will draw
+    #: (0-based), known without drawing it: picks the step whose tensors are accounted
+    #: (:func:`accounted_step`). None: every batch has the same shapes.
+    batch_cost: Callable[[int], int] | None = None
 
 
 @dataclass
@@ -56,6 +68,11 @@ class TrainStats:
     items: int = 0
     peak_bytes: int = 0
     peak_allocated_bytes: int | None = None
+    #: Exact live-tensor account of one step (see the module docstring): its peak bytes, their
+    #: split by category (``peftbench.core.memtrack.CATEGORIES``) and the step accounted.
+    tensor_peak_bytes: int | None = None
+    tensor_breakdown: dict[str, int] | None = None
+    tensor_step: int | None = None
     loss_curve: list[dict] = field(default_factory=list)
     valid_curve: list[dict] = field(default_factory=list)
 
@@ -88,6 +105,7 @@ def train(
     eval_steps = params.get("eval_steps", 0)
     every = params.get("checkpoint_steps", 0) if checkpoint_dir is not None else 0
     stats, window, first = TrainStats(), [], 1
+    accounted = accounted_step(step_fn, max_steps, accum)
     if every and (Path(checkpoint_dir) / CHECKPOINT).exists():
         first, window = _load_checkpoint(
             Path(checkpoint_dir), model, optimizer, scheduler, stats, step_fn
@@ -99,15 +117,20 @@ def train(
     t_start = time.perf_counter()
     for step in range(first, max_steps + 1):
         t0 = time.perf_counter()
-        for _ in range(accum):
-            loss, items = step_fn.loss()
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"loss is {loss.item()} at step {step}")
-            (loss / accum).backward()
-            window.append(loss.item())
-            stats.items += items
-        update(step)
+        accountant = TensorAccountant(model, optimizer) if step == accounted else None
+        with accountant if accountant is not None else nullcontext():
+            for _ in range(accum):
+                loss, items = step_fn.loss()
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(f"loss is {loss.item()} at step {step}")
+                (loss / accum).backward()
+                window.append(loss.item())
+                stats.items += items
+            update(step)
         stats.train_time_s += time.perf_counter() - t0
+        if accountant is not None:
+            stats.tensor_peak_bytes, stats.tensor_step = accountant.peak_bytes(), step
+            stats.tensor_breakdown = accountant.breakdown()
         stats.steps = step
         if step % params["log_steps"] == 0 or step == max_steps:
             lr = scheduler.get_last_lr()[0]
@@ -140,6 +163,20 @@ def train(
     if checkpoint_dir is not None and not params.get("keep_checkpoints", False):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is through: not needed
     return stats
+
+
+def accounted_step(step_fn: Step, max_steps: int, accum: int = 1) -> int:
+    """The optimizer step whose tensors are accounted: among steps 2 and later (from step 2 on
+    the optimizer state exists during forward and backward, as in every later step), the first
+    whose costliest batch is the costliest of the run; step 1 when the run has only one."""
+    first = min(2, max_steps)
+    if step_fn.batch_cost is None:
+        return first
+
+    def cost(step: int) -> int:
+        return max(step_fn.batch_cost((step - 1) * accum + j) for j in range(accum))
+
+    return max(range(first, max_steps + 1), key=lambda step: (cost(step), -step))
 
 
 def record_peak(stats: TrainStats, tracker: MemoryTracker) -> None:

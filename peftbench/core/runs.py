@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from peftbench.core.config import canonical_hash
-from peftbench.core.io import write_json
+from peftbench.core.io import clear_dir, staged_dir, write_json
 
 # Defined in the torch-free layout module, which the analysis reads too.
 from peftbench.core.layout import BASE_METHOD, BASE_NAME, RESULT_FILE  # noqa: F401
@@ -38,6 +38,8 @@ class RunContext:
     task_cfg: dict[str, Any]
     #: Input folders by name: ``data`` always, plus the spec's ``extra_inputs`` (``base``, ...).
     inputs: dict[str, Path]
+    #: The run folder. The task's files reach it through :func:`finish_run` (all at once, when
+    #: the run ends); only the resumable checkpoint is written here directly (``CHECKPOINT_DIR``).
     out_dir: Path
     threads: int
     progress: bool = True
@@ -167,23 +169,64 @@ def start_run(
     return result, device
 
 
+class RunOutputError(RuntimeError):
+    """Not even a failed result.json could be written: the job has to fail (alone: the workflow
+    runs with ``keep-going``)."""
+
+
 def finish_run(
-    result: dict[str, Any], body: Callable[[], None], out_dir: Path, device: torch.device
+    result: dict[str, Any],
+    body: Callable[[Path], None],
+    out_dir: Path,
+    device: torch.device,
 ) -> dict[str, Any]:
     """Run ``body`` and write ``result.json`` whatever happens.
 
+    ``body(folder)`` writes the run's files (adapter, per-item file, images) into ``folder``, a
+    temporary folder next to ``out_dir``; they are moved into ``out_dir`` when the run ends,
+    ``result.json`` last (:func:`peftbench.core.io.staged_dir`), so a run folder never holds part
+    of a run, and a killed run leaves no result and is rerun.
+
     Any exception inside the run is recorded as ``status: failed`` with its message, so one broken
-    method never stops the others; the caller exits 0 and aggregation shows the failed row.
+    method never stops the others; the caller exits 0 and aggregation shows the failed row. The
+    partial files of a failed run are dropped: only its result.json is kept. When the outputs
+    cannot be written (a full disk, a read-only folder), a failed result.json saying so is written
+    instead where the folder still takes one; where not, :class:`RunOutputError` is raised.
     """
     try:
-        body()
+        with staged_dir(out_dir, last=RESULT_FILE, keep=(CHECKPOINT_DIR,)) as folder:
+            _run_body(result, body, folder, device)
+            write_json(folder / RESULT_FILE, result)
+    except OSError as exc:  # ENOSPC, EACCES, EROFS, ...: while staging or moving the outputs
+        traceback.print_exc()
+        problem = f"could not write the run's outputs to {out_dir}: {type(exc).__name__}: {exc}"
+        earlier = result["error"] if result["status"] == "failed" else None
+        result.update(status="failed", error=f"{earlier}; {problem}" if earlier else problem)
+        try:
+            # An earlier run's files must not sit next to this run's failed row.
+            clear_dir(out_dir, keep=(CHECKPOINT_DIR,))
+            write_json(out_dir / RESULT_FILE, result)
+        except OSError as again:
+            raise RunOutputError(
+                f"{problem}; the failed {RESULT_FILE} could not be written either "
+                f"({type(again).__name__}: {again}). Nothing of this run was kept: free disk space "
+                "or make the folder writable, then rerun."
+            ) from exc
+    return result
+
+
+def _run_body(
+    result: dict[str, Any], body: Callable[[Path], None], folder: Path, device: torch.device
+) -> None:
+    """Run ``body(folder)``; record a failure in ``result`` and drop the files it left."""
+    try:
+        body(folder)
         result["status"] = "success"
     except Exception as exc:  # noqa: BLE001 - any failure is data for the benchmark
         result["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
+        clear_dir(folder)  # half an adapter or item file is not an output
     finally:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    write_json(out_dir / RESULT_FILE, result)
-    return result

@@ -86,9 +86,17 @@ def lm_step(
     """The loss of the next length-bucketed batch of encoded ``examples`` (its size: the
     non-padding tokens). The batch order is a pure function of the seed, so a resumed run skips
     what was already consumed."""
-    batches = batch_stream(
-        [len(e["input_ids"]) for e in examples], params["batch_size"], params["bucket_factor"], seed
-    )
+    lengths = [len(e["input_ids"]) for e in examples]
+    batches = batch_stream(lengths, params["batch_size"], params["bucket_factor"], seed)
+    # A second stream with the same seed tells the padded size of any batch ahead of time.
+    replay = batch_stream(lengths, params["batch_size"], params["bucket_factor"], seed)
+    costs: list[int] = []
+
+    def batch_cost(n: int) -> int:
+        while len(costs) <= n:
+            batch = next(replay)
+            costs.append(len(batch) * max(lengths[i] for i in batch))
+        return costs[n]
 
     def loss() -> tuple[torch.Tensor, int]:
         batch = collate([examples[i] for i in next(batches)], pad_id, device)
@@ -98,4 +106,4 @@ def lm_step(
         for _ in range(n):
             next(batches)
 
-    return Step(loss=loss, skip=skip)
+    return Step(loss=loss, skip=skip, batch_cost=batch_cost)

@@ -50,7 +50,7 @@ class TrainingKey:
 
     types: tuple[type, ...]
     description: str
-    #: "positive" (> 0), "non_negative" (>= 0) or None.
+    #: "positive" (> 0), "non_negative" (>= 0), "fraction" ([0, 1)) or None.
     bound: str | None = None
     choices: frozenset[str] | None = None
     #: Text a string value must contain (a prompt template's "{query}"); None: no such rule.
@@ -117,6 +117,9 @@ class TaskSpec:
     #: Dotted module with ``build_meta_model(task_cfg) -> nn.Module`` for the pre-flight check:
     #: the module an adapter wraps, built without weights.
     meta_model: str = ""
+    #: Dotted module the GPU-memory prediction builds the architecture and a longest batch
+    #: with (``peftbench.core.estimate`` documents its functions); empty when it has none.
+    memory_probe: str = ""
     #: Prose for the report: what the quality measures.
     quality_description: str = ""
     #: Prose for the report's task column.

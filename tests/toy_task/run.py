@@ -15,6 +15,7 @@ from peftbench.core.io import write_jsonl
 from peftbench.core.loop import train
 from peftbench.core.memory import MemoryTracker
 from peftbench.core.runs import (
+    ADAPTER_DIR,
     BASE_METHOD,
     RunContext,
     count_params,
@@ -37,7 +38,7 @@ def run_experiment(ctx: RunContext) -> dict[str, Any]:
         metrics=SPEC.metrics,
         curves=("train_loss", SPEC.valid_curve),
     )
-    return finish_run(result, lambda: _run(ctx, result, device), ctx.out_dir, device)
+    return finish_run(result, lambda out: _run(ctx, result, device, out), ctx.out_dir, device)
 
 
 def _tensors(data_dir: Path, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +52,8 @@ def _predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(x), dim=-1)[:, 1]
 
 
-def _run(ctx: RunContext, result: dict[str, Any], device: torch.device) -> None:
+def _run(ctx: RunContext, result: dict[str, Any], device: torch.device, out_dir: Path) -> None:
+    """The run itself; its files go to ``out_dir`` (moved into the run folder at the end)."""
     params, metrics, curves = ctx.params, result["metrics"], result["curves"]
     train_x, train_y = _tensors(ctx.inputs["data"], "train", device)
     valid_x, valid_y = _tensors(ctx.inputs["data"], "valid", device)
@@ -102,16 +104,16 @@ def _run(ctx: RunContext, result: dict[str, Any], device: torch.device) -> None:
         toy_shift=(_predict(model, probe) - before).abs().mean().item(),
     )
     write_jsonl(
-        ctx.out_dir / SPEC.item_file,
+        out_dir / SPEC.item_file,
         [
             {"x": x, "label": int(y), "predicted": int(p), "correct": bool(p == y)}
             for x, y, p in zip(test_x.tolist(), test_y, predicted, strict=True)
         ],
     )
     if not is_base:
-        _save_trained(model, ctx.out_dir / "adapter")
+        _save_trained(model, out_dir / ADAPTER_DIR)
         metrics["file_size_bytes"] = sum(
-            f.stat().st_size for f in (ctx.out_dir / "adapter").glob("*.safetensors")
+            f.stat().st_size for f in (out_dir / ADAPTER_DIR).glob("*.safetensors")
         )
 
 

@@ -120,6 +120,7 @@ SPEC = TaskSpec(
     run_module="peftbench.tasks.image.run",
     data_module="peftbench.tasks.image.data",
     meta_model="peftbench.tasks.image.embedded",
+    memory_probe="peftbench.tasks.image.memory_probe",
     rules="rules.smk",
     extra_inputs=_extra_inputs,
 )

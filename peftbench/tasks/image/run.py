@@ -18,7 +18,6 @@ Differences from the published benchmark, on purpose (see README):
 from __future__ import annotations
 
 import gc
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from peftbench.core.io import atomic_path, write_jsonl
+from peftbench.core.io import write_jsonl
 from peftbench.core.loop import Step, train
 from peftbench.core.memory import MemoryTracker
 from peftbench.core.runs import (
@@ -108,13 +107,13 @@ def run_experiment(ctx: RunContext) -> dict[str, Any]:
         curves=("train_loss", SPEC.valid_curve),
         provenance={"encoder_hash": None},
     )
-    return finish_run(result, lambda: _run(ctx, result, device), ctx.out_dir, device)
+    return finish_run(result, lambda out: _run(ctx, result, device, out), ctx.out_dir, device)
 
 
-def _run(ctx: RunContext, result: dict, device: torch.device) -> None:
-    params, data_dir, out_dir = ctx.params, ctx.inputs["data"], ctx.out_dir
+def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> None:
+    """The run itself; its files go to ``out_dir`` (moved into the run folder at the end)."""
+    params, data_dir = ctx.params, ctx.inputs["data"]
     metrics, curves = result["metrics"], result["curves"]
-    out_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(data_dir)
     tracker = MemoryTracker(device)
     if device.type == "cuda":
@@ -162,11 +161,13 @@ def _run(ctx: RunContext, result: dict, device: torch.device) -> None:
             valid_images.append((step, images))
 
         step = diffusion_step(transformer, latents, embeds["instance"], params, ctx.seed)
-        checkpoints = out_dir / CHECKPOINT_DIR
+        checkpoints = ctx.out_dir / CHECKPOINT_DIR  # in the run folder: a rerun resumes
         stats = train(transformer, step, params, tracker, validate, ctx.progress, checkpoints)
         metrics.update(
             train_memory_peak_bytes=stats.peak_bytes,
             train_memory_allocated_peak_bytes=stats.peak_allocated_bytes,
+            train_tensor_peak_bytes=stats.tensor_peak_bytes,
+            train_tensor_breakdown=stats.tensor_breakdown,
             train_time_s=stats.train_time_s,
             train_steps=stats.steps,
             train_samples=stats.items,
@@ -192,12 +193,12 @@ def _run(ctx: RunContext, result: dict, device: torch.device) -> None:
             model, embeds["samples"], negative, torch.Generator().manual_seed(TEST_SEED), params
         )
     metrics["eval_memory_peak_bytes"], metrics["eval_memory_allocated_peak_bytes"] = tracker.peak()
-    with atomic_path(out_dir / SPEC.samples_file) as tmp:
-        sample_grid(base_samples, samples, max(1, 96 // model.resolution)).save(tmp)
+    sample_grid(base_samples, samples, max(1, 96 // model.resolution)).save(
+        out_dir / SPEC.samples_file
+    )
 
     if not is_base:
         adapter_dir = out_dir / ADAPTER_DIR
-        shutil.rmtree(adapter_dir, ignore_errors=True)  # a rerun's leftovers would be mixed in
         model.transformer.save_pretrained(adapter_dir)
         metrics["file_size_bytes"] = sum(
             f.stat().st_size for f in adapter_dir.glob("*.safetensors")

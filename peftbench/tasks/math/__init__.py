@@ -109,6 +109,7 @@ SPEC = TaskSpec(
     run_module="peftbench.tasks.math.run",
     data_module="peftbench.tasks.math.data",
     meta_model="peftbench.tasks.math.embedded_lm",
+    memory_probe="peftbench.tasks.math.memory_probe",
     rules="rules.smk",
     extra_inputs=_extra_inputs,
 )

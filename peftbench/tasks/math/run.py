@@ -98,11 +98,12 @@ def run_experiment(ctx: RunContext) -> dict[str, Any]:
         metrics=SPEC.metrics,
         curves=("train_loss", SPEC.valid_curve),
     )
-    return finish_run(result, lambda: _run(ctx, result, device), ctx.out_dir, device)
+    return finish_run(result, lambda out: _run(ctx, result, device, out), ctx.out_dir, device)
 
 
-def _run(ctx: RunContext, result: dict, device: torch.device) -> None:
-    params, data_dir, out_dir = ctx.params, ctx.inputs["data"], ctx.out_dir
+def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> None:
+    """The run itself; its files go to ``out_dir`` (moved into the run folder at the end)."""
+    params, data_dir = ctx.params, ctx.inputs["data"]
     metrics, curves = result["metrics"], result["curves"]
     train_rows = read_jsonl(data_dir / "train.jsonl")
     valid_rows = read_jsonl(data_dir / "valid.jsonl")
@@ -138,11 +139,13 @@ def _run(ctx: RunContext, result: dict, device: torch.device) -> None:
             return {SPEC.valid_value: correct / n}
 
         step = lm_step(model, examples, params, ctx.seed, tokenizer.pad_token_id, device)
-        checkpoints = out_dir / CHECKPOINT_DIR
+        checkpoints = ctx.out_dir / CHECKPOINT_DIR  # in the run folder: a rerun resumes
         stats = train(model, step, params, tracker, validate, ctx.progress, checkpoints)
         metrics.update(
             train_memory_peak_bytes=stats.peak_bytes,
             train_memory_allocated_peak_bytes=stats.peak_allocated_bytes,
+            train_tensor_peak_bytes=stats.tensor_peak_bytes,
+            train_tensor_breakdown=stats.tensor_breakdown,
             train_time_s=stats.train_time_s,
             train_steps=stats.steps,
             train_tokens=stats.items,
