@@ -1,6 +1,7 @@
 # Config validation, the task registry and experiment discovery. Runs while the DAG is built, so a
 # bad config or experiment file fails here, naming the file and the key, before any job starts.
 # Nothing here names a task: every task-specific fact comes from its spec (peftbench.tasks).
+import os
 import re
 import sys
 from functools import cache
@@ -94,7 +95,10 @@ try:
     # Every config file Snakemake merged, re-read with duplicate keys refused (Snakemake
     # silently keeps the last value of a repeated key).
     CONFIG_FILES = {
-        str(f): configfile.load_config_file(f) for f in workflow.configfiles
+        os.path.relpath(f): configfile.load_config_file(f)
+        for f in configfile.by_precedence(
+            workflow.configfiles, workflow.overwrite_configfiles
+        )
     }
     SPECS, _problems = check_config()
 except ConfigError as exc:
@@ -200,7 +204,14 @@ def task_experiments(task):
         ) from None  # the message names file and field: no traceback
 
 
+def first_quoted(text):
+    """The key a training-check message is about: the first quoted name in it."""
+    found = re.search(r"'([^']+)'", text)
+    return found.group(1) if found else ""
+
+
 def checked_experiments(task):
+    """The selected experiments of ``task``; ConfigError listing every problem otherwise."""
     cfg = config[task]
     root = cfg["experiments_dir"]
     try:
@@ -209,23 +220,21 @@ def checked_experiments(task):
         raise ConfigError(
             f"{blamed(task, 'experiments_dir')}: {task}.experiments_dir: {exc}"
         )
-    # A bad default would fail every experiment: blame the config file, once.
-    defaults = f"{blamed(task, 'training')}: {task}.training"
-    problems = exps.training_problems(cfg["training"], defaults, task_table(task))
+    # A bad default would fail every experiment: blame the config file that sets it, once.
+    problems = [
+        f"{blamed(task, 'training', *first_quoted(p).split('.'))}: {p}"
+        for p in exps.training_problems(
+            cfg["training"], f"{task}.training", task_table(task)
+        )
+    ]
     if not problems:
         where = f"{blamed('select', task)}: select.{task}"
         found = exps.select(found, config.get("select", {}).get(task), where)
         problems = exps.check_root(root)
         for experiment in found:
-            in_folder = exps.check_folder(root, experiment)
-            problems += in_folder or exps.check_adapter_config(root, experiment)
-            try:
-                if not in_folder:
-                    exps.effective_params(
-                        cfg["training"], root, experiment, task_table(task)
-                    )
-            except ConfigError as exc:
-                problems.append(str(exc))
+            problems += exps.file_problems(
+                root, experiment, cfg["training"], task_table(task)
+            )
     # The model-level check needs the files to be sound; it runs once, in the main process
     # (cluster jobs re-read this file and need not repeat it).
     if not problems and workflow.is_main_process and SPECS[task].meta_model:

@@ -22,6 +22,8 @@ DEFAULT_METRICS: dict[str, Any] = {
     "train_loss_final": 0.85,
     "train_memory_peak_bytes": 12_000_000_000,
     "train_memory_allocated_peak_bytes": 10_000_000_000,
+    "train_tensor_peak_bytes": None,
+    "train_tensor_breakdown": None,
     "eval_memory_peak_bytes": 4_000_000_000,
     "eval_memory_allocated_peak_bytes": 3_500_000_000,
     "memory_measure": "cuda_reserved",

@@ -233,14 +233,22 @@ def test_write_summary_failure_keeps_old_file(tmp_path, monkeypatch):
 def image_results():
     """Image-task runs: a similarity trade-off, a dominated run, a failed run and the base."""
     return [
-        make_base_result(task="image", similarity=0.30, similarity_ci_low=0.28,
-                         similarity_ci_high=0.32),
+        make_base_result(
+            task="image", similarity=0.30, similarity_ci_low=0.28, similarity_ci_high=0.32
+        ),
         make_result("lora", "r8", task="image", similarity=0.70, train_memory_peak_bytes=10**10),
         make_result("oft", "b16", task="image", similarity=0.60, train_memory_peak_bytes=8 * 10**9),
-        make_result("full-finetuning", "default", task="image", peft_type=None, similarity=0.65,
-                    train_memory_peak_bytes=30 * 10**9, drift=0.2),
+        make_result(
+            "full-finetuning",
+            "default",
+            task="image",
+            peft_type=None,
+            similarity=0.65,
+            train_memory_peak_bytes=30 * 10**9,
+            drift=0.2,
+        ),
         make_result("ia3", "default", task="image", status="failed"),
-    ]  # fmt: skip
+    ]
 
 
 def test_image_results_validate_and_schema_checks_image_fields():

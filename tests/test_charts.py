@@ -171,12 +171,26 @@ def test_frontier_chart_similarity_draws_its_interval():
     table = summarize(
         [
             make_base_result(task="image", similarity=0.3),
-            make_result("lora", "r8", task="image", similarity=0.70, similarity_ci_low=0.66,
-                        similarity_ci_high=0.73, train_memory_peak_bytes=10**10),
-            make_result("oft", "b16", task="image", similarity=0.60, similarity_ci_low=None,
-                        similarity_ci_high=None, train_memory_peak_bytes=8 * 10**9),
+            make_result(
+                "lora",
+                "r8",
+                task="image",
+                similarity=0.70,
+                similarity_ci_low=0.66,
+                similarity_ci_high=0.73,
+                train_memory_peak_bytes=10**10,
+            ),
+            make_result(
+                "oft",
+                "b16",
+                task="image",
+                similarity=0.60,
+                similarity_ci_low=None,
+                similarity_ci_high=None,
+                train_memory_peak_bytes=8 * 10**9,
+            ),
         ]
-    )  # fmt: skip
+    )
     chart, frontier = chart_of(table, title="Image: similarity vs memory", task="image")
     spec = chart.to_dict()
     rows = {row["experiment"]: row for row in chart_rows(chart)}
@@ -206,9 +220,16 @@ def test_frontier_chart_similarity_draws_its_interval():
     # Without any interval there are no whiskers.
     no_ci = summarize(
         [
-            make_result("lora", "r8", task="image", similarity=0.70, similarity_ci_low=None,
-                        similarity_ci_high=None, train_memory_peak_bytes=10**10),
+            make_result(
+                "lora",
+                "r8",
+                task="image",
+                similarity=0.70,
+                similarity_ci_low=None,
+                similarity_ci_high=None,
+                train_memory_peak_bytes=10**10,
+            ),
         ]
-    )  # fmt: skip
+    )
     spec = chart_of(no_ci, task="image")[0].to_dict()
     assert not any("y2" in layer["encoding"] for layer in spec["layer"])

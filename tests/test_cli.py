@@ -75,8 +75,9 @@ def test_advise_frontier_within_budget(results_dir, capsys):
     )
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("Task math (this run): Pareto-optimal methods within training "
-                               "memory <= 20 GB")  # fmt: skip
+    assert lines[0].startswith(
+        "Task math (this run): Pareto-optimal methods within training memory <= 20 GB"
+    )
     assert f"over {N} test items (paired across methods)" in out
     ranked = [line for line in lines if line[:2] in ("1 ", "2 ", "3 ")]
     assert [line.split()[1] for line in ranked] == ["lora/big", "lora/small", "oft/cheap"]
@@ -95,9 +96,13 @@ def test_advise_frontier_within_budget(results_dir, capsys):
 def test_advise_time_budget_and_parquet(results_dir, capsys):
     code, out = run_advise(
         capsys,
-        "--max-memory-gb", "20", "--max-time-min", "16",
-        "--summary", str(results_dir / "summary.parquet"),
-    )  # fmt: skip
+        "--max-memory-gb",
+        "20",
+        "--max-time-min",
+        "16",
+        "--summary",
+        str(results_dir / "summary.parquet"),
+    )
     assert code == 0
     assert "and training time <= 16 min" in out and "time min" in out
     ranked = [line.split()[1] for line in out.splitlines() if line[:2] in ("1 ", "2 ", "3 ")]
@@ -115,9 +120,14 @@ def test_advise_nothing_fits(results_dir, capsys):
 
 def test_advise_published_source(results_dir, capsys):
     code, out = run_advise(
-        capsys, "--max-memory-gb", "40", "--source", "published",
-        "--summary", str(results_dir / "summary.csv"),
-    )  # fmt: skip
+        capsys,
+        "--max-memory-gb",
+        "40",
+        "--source",
+        "published",
+        "--summary",
+        str(results_dir / "summary.csv"),
+    )
     assert code == 0
     assert "Task math (published)" in out and "binomial noise" in out
     assert "miss/llama-3.2-3B-default" in out
@@ -125,11 +135,35 @@ def test_advise_published_source(results_dir, capsys):
 
 
 def test_advise_errors(tmp_path, results_dir, capsys):
-    assert main(["advise", "--task", "math", "--max-memory-gb", "20",
-                 "--summary", str(tmp_path / "none.csv")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "advise",
+                "--task",
+                "math",
+                "--max-memory-gb",
+                "20",
+                "--summary",
+                str(tmp_path / "none.csv"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
-    assert main(["advise", "--task", "speech", "--max-memory-gb", "20",
-                 "--summary", str(results_dir / "summary.csv")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "advise",
+                "--task",
+                "speech",
+                "--max-memory-gb",
+                "20",
+                "--summary",
+                str(results_dir / "summary.csv"),
+            ]
+        )
+        == 2
+    )
     assert "no task 'speech'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["advise", "--task", "math"])  # the memory budget is required
@@ -153,10 +187,25 @@ def test_default_paths(results_dir, tmp_path):
 
 def test_python_dash_m(results_dir):
     proc = subprocess.run(
-        [sys.executable, "-m", "peftbench", "advise", "--task", "math", "--max-memory-gb", "20",
-         "--n-boot", "50", "--summary", str(results_dir / "summary.csv")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "peftbench",
+            "advise",
+            "--task",
+            "math",
+            "--max-memory-gb",
+            "20",
+            "--n-boot",
+            "50",
+            "--summary",
+            str(results_dir / "summary.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "lora/big" in proc.stdout
 
@@ -174,8 +223,15 @@ def image_results_dir(tmp_path_factory):
         ("full-finetuning/all", 0.80, 30),
     ]:
         method, name = experiment.split("/")
-        results.append(make_result(method, name, task="image", similarity=similarity,
-                                   train_memory_peak_bytes=memory_gb * 10**9))  # fmt: skip
+        results.append(
+            make_result(
+                method,
+                name,
+                task="image",
+                similarity=similarity,
+                train_memory_peak_bytes=memory_gb * 10**9,
+            )
+        )
         noise = shared + rng.normal(0, 0.05, 40)
         folder = run_dir(root, "image", experiment, 0)
         folder.mkdir(parents=True)
@@ -189,8 +245,19 @@ def image_results_dir(tmp_path_factory):
 
 
 def test_advise_image_task(image_results_dir, capsys):
-    code = main(["advise", "--task", "image", "--max-memory-gb", "20", "--n-boot", "300",
-                 "--summary", str(image_results_dir / "summary.csv")])  # fmt: skip
+    code = main(
+        [
+            "advise",
+            "--task",
+            "image",
+            "--max-memory-gb",
+            "20",
+            "--n-boot",
+            "300",
+            "--summary",
+            str(image_results_dir / "summary.csv"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.startswith("Task image (this run): Pareto-optimal methods within training memory")
@@ -204,8 +271,21 @@ def test_advise_image_task(image_results_dir, capsys):
 
 
 def test_advise_image_task_published_and_without_items(image_results_dir, capsys):
-    code = main(["advise", "--task", "image", "--max-memory-gb", "20", "--n-boot", "100",
-                 "--source", "published", "--summary", str(image_results_dir / "summary.csv")])  # fmt: skip
+    code = main(
+        [
+            "advise",
+            "--task",
+            "image",
+            "--max-memory-gb",
+            "20",
+            "--n-boot",
+            "100",
+            "--source",
+            "published",
+            "--summary",
+            str(image_results_dir / "summary.csv"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "oft/flux2-klein-default" in out
     assert "seeds only (no per-item scores or intervals found)" in out

@@ -3,7 +3,8 @@
 Layout (same as the published PEFT MetaMathQA suite):
 ``experiments/<root>/<method>/<name>/adapter_config.json`` (a PEFT config as written by
 ``PeftConfig.save_pretrained``) plus an optional ``training_params.json`` holding overrides of the
-task defaults. A folder without ``adapter_config.json`` is a full fine-tuning run.
+task defaults. A folder without ``adapter_config.json`` is a full fine-tuning run, which only the
+method folder ``full-finetuning`` (or a ``FULL_FINETUNING`` marker file) may be.
 
 Every experiment root is discovered at collection time, so roots that other people are still
 filling in (e.g. ``experiments/math/``) are covered by whatever they contain when the tests run.
@@ -20,6 +21,9 @@ import pytest
 import torch
 from peft import PeftConfig, PromptLearningConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from peftbench.core import experiments as exps
+from peftbench.core.validate import quiet_meta_checks
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 METAMATHQA_ROOT = EXPERIMENTS / "metamathqa-llama-3.2-3b"
@@ -135,11 +139,33 @@ def _fit_to_tiny_model(config: PeftConfig) -> PeftConfig:
     return config
 
 
+ROOTS = sorted(p for p in EXPERIMENTS.iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("root", ROOTS, ids=_rel)
+def test_every_experiment_passes_the_preflight_file_checks(root: Path):
+    """The shipped experiments (the published suite's layout) pass what the workflow checks
+    before training: only recognised files, full fine-tuning only where explicit, PEFT configs
+    field by field (the training parameters are checked with each task's defaults in
+    tests/test_workflow.py's dry runs)."""
+    found = exps.discover(root)
+    assert found
+    problems = exps.check_root(root)
+    for experiment in found:
+        problems += exps.check_folder(root, experiment) + exps.check_adapter_config(
+            root, experiment
+        )
+    assert problems == []
+
+
+# The tiny model is not the Llama-3.2-3B the configs name: PEFT says so, rightly, every time.
+@pytest.mark.filterwarnings("ignore:The PEFT config's `base_model_name_or_path` was renamed")
 @pytest.mark.parametrize("exp_dir", METAMATHQA_ADAPTER_DIRS, ids=_rel)
 def test_metamathqa_adapter_wraps_tiny_llama(exp_dir: Path):
     config = PeftConfig.from_pretrained(str(exp_dir))
     assert config.base_model_name_or_path == BASE_MODEL
-    model = get_peft_model(_tiny_llama(), _fit_to_tiny_model(config))
+    with quiet_meta_checks():  # the pre-flight check's noise filter: the same wrap, the same noise
+        model = get_peft_model(_tiny_llama(), _fit_to_tiny_model(config))
     trainable, total = model.get_nb_trainable_parameters()
     assert 0 < trainable < total
     # One forward pass catches shape mismatches that only show up at run time.

@@ -155,7 +155,7 @@ def test_toy_frontier_chart_tables_and_pages(toy, tmp_path):
     assert "toy_shift" in memory.columns and "toy_score_low" in memory.columns
 
     chart = frontier_chart(
-        frontiers["memory"], "train_memory_gb", "toy_score", legend_colors(summary), "toy"
+        frontiers["memory"], "memory_gb", "toy_score", legend_colors(summary), "toy"
     ).to_dict()
     assert any(layer["encoding"]["y"]["title"] == "Toy score" for layer in chart["layer"])
     points = next(layer for layer in chart["layer"] if layer["mark"]["type"] == "point")
@@ -163,7 +163,7 @@ def test_toy_frontier_chart_tables_and_pages(toy, tmp_path):
     assert tooltips["quality_text"] == "Toy score [95% interval]" and "toy_shift" in tooltips
 
     multi = multi_objective_table(summary, "toy")
-    assert {"toy_score", "toy_shift", "train_memory_gb"} <= set(multi.columns)
+    assert {"toy_score", "toy_shift", "memory_gb"} <= set(multi.columns)
     page = frontier_page("toy", frontiers, multi)
     assert "quality (toy_score)" in page and "Share of toy items" in page
     assert "from their quality (a share of test items)" in page  # the proportion fallback

@@ -171,12 +171,16 @@ def test_prepare_hub_path_on_local_files(tmp_path):
     heldout.write_text("".join(json.dumps({"text": f"Article {i}."}) + "\n" for i in range(5)))
     gsm8k = str(DATA / "gsm8k_sample.jsonl")
     hub = {
-        "train": {"path": str(DATA / "metamathqa_sample.json"), "revision": None, "split": "train",
-                  "max_chars": 1300},
+        "train": {
+            "path": str(DATA / "metamathqa_sample.json"),
+            "revision": None,
+            "split": "train",
+            "max_chars": 1300,
+        },
         "valid": {"path": gsm8k, "revision": None, "split": "train", "n": 2, "seed": 0},
         "test": {"path": gsm8k, "revision": None, "split": "test"},
         "heldout": {"path": str(heldout), "revision": None, "split": "train", "n": 3},
-    }  # fmt: skip
+    }
     prepare_data({"source": "hub", "hub": hub}, tmp_path / "data")
     manifest = json.loads((tmp_path / "data/manifest.json").read_text())
     assert manifest["rows"]["valid.jsonl"] == 2

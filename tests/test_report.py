@@ -206,10 +206,23 @@ def test_missing_published_folder_fails_early(workflow_run: Path):
 
 def test_advise_on_the_run(workflow_run: Path):
     proc = subprocess.run(
-        [sys.executable, "-m", "peftbench", "advise", "--task", "math", "--max-memory-gb", "20",
-         "--n-boot", "200"],
-        cwd=workflow_run, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "peftbench",
+            "advise",
+            "--task",
+            "math",
+            "--max-memory-gb",
+            "20",
+            "--n-boot",
+            "200",
+        ],
+        cwd=workflow_run,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Task math (this run)" in proc.stdout and "test items (paired" in proc.stdout
 
@@ -314,8 +327,15 @@ def write_image_runs(workdir: Path) -> None:
     runs = [make_base_result(task="image", similarity=0.3)]
     for experiment, (similarity, memory_gb) in IMAGE_RUNS.items():
         method, name = experiment.split("/")
-        runs.append(make_result(method, name, task="image", similarity=similarity,
-                                train_memory_peak_bytes=memory_gb * 10**9))  # fmt: skip
+        runs.append(
+            make_result(
+                method,
+                name,
+                task="image",
+                similarity=similarity,
+                train_memory_peak_bytes=memory_gb * 10**9,
+            )
+        )
     runs.append(make_result("ia3", "broken", task="image", status="failed"))
     for result in runs:
         folder = workdir / "results/image/runs" / result["experiment"] / f"seed{result['seed']}"
@@ -382,8 +402,10 @@ def test_image_report_pages(image_workflow: Path):
     summary = pd.read_parquet(image_workflow / "results/summary.parquet")
     assert set(summary["task"]) == {"image"}
     assert set(summary.loc[summary["on_frontier"], "experiment"]) == {
-        "lora/r8", "oft/b16", "oft/flux2-klein-default",
-    }  # fmt: skip
+        "lora/r8",
+        "oft/b16",
+        "oft/flux2-klein-default",
+    }
 
 
 @pytest.mark.skipif(chromium() is None, reason="needs chromium (apt-get install -y chromium)")

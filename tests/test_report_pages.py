@@ -93,7 +93,7 @@ def test_experiment_frontier_lists_failed_and_base(summary):
 def test_frontier_chart_two_sources_side_by_side(frontiers, summary):
     colors = legend_colors(summary)
     chart = frontier_chart(
-        frontiers["memory"], "train_memory_gb", "test_accuracy", colors, "Accuracy vs memory"
+        frontiers["memory"], "memory_gb", "test_accuracy", colors, "Accuracy vs memory"
     )
     spec = chart.to_dict()
     # Published memory (20-40 GB) does not overlap this run's (10-12 GB): two panels.
@@ -132,7 +132,7 @@ def test_frontier_chart_two_sources_side_by_side(frontiers, summary):
     assert rows["miss/llama-3.2-3B-default"]["source"] == "published"
     # Forced overlay puts both sources on one panel.
     overlay = frontier_chart(
-        frontiers["memory"], "train_memory_gb", "test_accuracy", colors, "t", layout="overlay"
+        frontiers["memory"], "memory_gb", "test_accuracy", colors, "t", layout="overlay"
     ).to_dict()
     assert "layer" in overlay and "hconcat" not in overlay
 
@@ -171,7 +171,7 @@ def test_script_json_cannot_close_the_script():
 
 def test_chart_html_escapes_experiment_names(frontiers, summary, tmp_path):
     chart = frontier_chart(
-        frontiers["memory"], "train_memory_gb", "test_accuracy", legend_colors(summary), EVIL_NAME
+        frontiers["memory"], "memory_gb", "test_accuracy", legend_colors(summary), EVIL_NAME
     )
     html_path, png_path, svg_path = (tmp_path / f"c.{ext}" for ext in ("html", "png", "svg"))
     save_chart(chart, html_path, png_path, svg_path)
@@ -255,11 +255,15 @@ def image_results():
     ]:
         runs.append(
             make_result(
-                method, name, task="image", similarity=similarity, test_n=N_IMAGES,
+                method,
+                name,
+                task="image",
+                similarity=similarity,
+                test_n=N_IMAGES,
                 train_memory_peak_bytes=memory * 10**9,
                 peft_type=None if method == "full-finetuning" else method.upper(),
             )
-        )  # fmt: skip
+        )
     runs.append(make_result("ia3", "broken", task="image", status="failed", error=EVIL_ERROR))
     # Per-image similarity scores over the same 40 test images: a difficulty shared by every
     # run plus the run's own noise, centred so that their mean is the run's similarity.
@@ -289,7 +293,7 @@ def test_image_frontier_resamples_per_image_similarity(image_summary):
     # lora/r8 leads oft/b16 by about 0.01 on 40 images: within noise.
     assert ours.loc["lora/r8", "next"] == "oft/b16" and bool(ours.loc["lora/r8", "within_noise"])
     assert ours.loc["lora/r8", "similarity_low"] < 0.70 < ours.loc["lora/r8", "similarity_high"]
-    assert ours.loc["ia3/broken", "missing"] == "similarity,train_memory_gb"
+    assert ours.loc["ia3/broken", "missing"] == "similarity,memory_gb"
     # The published FLUX.2 row is in the image task, resampled on its own (no interval: none).
     assert memory.loc[("published", "oft/flux2-klein-default"), "noise"] == "none"
     # Without per-image scores the stored similarity interval is the noise model.
@@ -365,8 +369,10 @@ def test_samples_page_embeds_each_runs_grid(tmp_path):
     headings = re.findall(r"<h2>(.*?)</h2>", page)
     assert headings[0] == "base/no-finetuning" and headings[1] == html.escape(EVIL_NAME)
     lora = page[page.index("<h2>lora/r8</h2>") :]
-    assert lora.startswith("<h2>lora/r8</h2>\n<figure><figcaption><b>seed 0 · success</b> · "
-                           "similarity 0.700 [0.680, 0.720], drift 0.050")  # fmt: skip
+    assert lora.startswith(
+        "<h2>lora/r8</h2>\n<figure><figcaption><b>seed 0 · success</b> · "
+        "similarity 0.700 [0.680, 0.720], drift 0.050"
+    )
     assert "full-finetuning/all" in page and "is not a PNG image; not shown." in page
     assert "<h2>ia3/broken</h2>\n<figure><figcaption><b>seed 0 · failed</b>" in page
     assert f"No sample grid: {html.escape(EVIL_ERROR)}" in page

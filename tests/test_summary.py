@@ -77,9 +77,14 @@ def test_method_colors_stable_and_distinct():
 def test_key_settings():
     text = key_settings(
         {"optimizer_kwargs": {"lr": 0.001}, "max_steps": 200, "batch_size": 32},
-        {"r": 8, "lora_alpha": 16, "use_dora": True, "use_rslora": False,
-         "target_modules": ["q_proj", "v_proj"]},
-    )  # fmt: skip
+        {
+            "r": 8,
+            "lora_alpha": 16,
+            "use_dora": True,
+            "use_rslora": False,
+            "target_modules": ["q_proj", "v_proj"],
+        },
+    )
     assert text == "r=8 alpha=16 dora targets=q_proj,v_proj lr=0.001 steps=200 batch=32"
     assert key_settings(None, None) == ""
     # OFT says r=0 when the block size is set: not shown.
@@ -177,8 +182,16 @@ def test_curves_table():
     published = import_published({"math": FIXTURES})
     curves = curves_table(local_results()[:2], published)
     assert list(curves.columns) == [
-        "task", "source", "experiment", "method", "family", "seed", "step", "metric", "value",
-    ]  # fmt: skip
+        "task",
+        "source",
+        "experiment",
+        "method",
+        "family",
+        "seed",
+        "step",
+        "metric",
+        "value",
+    ]
     ours = curves[curves["source"] == "this run"]
     assert set(ours["metric"]) == {"train loss", "validation"}
     lora = ours[ours["experiment"] == "lora/r8"]
@@ -192,9 +205,15 @@ def image_results():
         make_base_result(task="image", similarity=0.3),
         make_result("lora", "r8", task="image", similarity=0.70, train_memory_peak_bytes=10**10),
         make_result("oft", "b16", task="image", similarity=0.60, train_memory_peak_bytes=8 * 10**9),
-        make_result("full-finetuning", "all", task="image", peft_type=None, similarity=0.65,
-                    train_memory_peak_bytes=30 * 10**9),
-    ]  # fmt: skip
+        make_result(
+            "full-finetuning",
+            "all",
+            task="image",
+            peft_type=None,
+            similarity=0.65,
+            train_memory_peak_bytes=30 * 10**9,
+        ),
+    ]
 
 
 def test_build_summary_math_and_image_tasks_with_published_image_rows():
@@ -210,8 +229,11 @@ def test_build_summary_math_and_image_tasks_with_published_image_rows():
     assert "image-gen" not in set(table["task"])
     ours = image[image["source"] == "this run"]
     assert ours["experiment"].tolist() == [
-        "base/no-finetuning", "lora/r8", "full-finetuning/all", "oft/b16",
-    ]  # fmt: skip
+        "base/no-finetuning",
+        "lora/r8",
+        "full-finetuning/all",
+        "oft/b16",
+    ]
     assert set(ours.loc[ours["on_frontier"], "experiment"]) == {"lora/r8", "oft/b16"}
     flux = image[image["source"] == "published"].iloc[0]
     assert flux["experiment"] == "oft/flux2-klein-default" and flux["on_frontier"]

@@ -184,11 +184,12 @@ def test_failed_experiment_next_to_a_good_one(tmp_path: Path) -> None:
     root = tmp_path / "nan-experiments"
     shutil.copytree(REPO / "experiments/math/lora/rank8-qv", root / "lora/rank8-qv")
     (root / "lora/nan").mkdir(parents=True)
-    # lora_alpha = Infinity makes the adapter's scaling infinite: the first loss is NaN.
+    # A valid but absurd learning rate (an infinite lora_alpha is now rejected before training):
+    # the first update blows the adapter weights up, and a later loss is not finite.
     (root / "lora/nan/adapter_config.json").write_text(
-        '{"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha": Infinity,'
-        ' "target_modules": ["q_proj", "v_proj"]}'
+        '{"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "target_modules": ["q_proj", "v_proj"]}'
     )
+    (root / "lora/nan/training_params.json").write_text('{"optimizer_kwargs": {"lr": 1e30}}')
     proc = snakemake(
         tmp_path,
         extra_config=f"tasks: [math]\nmath: {{experiments_dir: {root}}}\nselect: {{math: []}}\n",

@@ -181,15 +181,19 @@ def template_problems(template: str, placeholder: str) -> list[str]:
     except ValueError as exc:
         return [f"is not a valid template ({exc}); write {{{{ and }}}} for literal braces"]
     names = [name for _, name, _, _ in parsed if name is not None]
-    problems = [
-        f"has the unknown field {{{name}}} (the only field is {placeholder}; write {{{{ and }}}} "
-        "for literal braces)"
-        for name in dict.fromkeys(names)
-        if name != field
-    ]
+    unknown = [name for name in dict.fromkeys(names) if name != field]
+    shown = ", ".join(f"{{{name}}}" for name in unknown)
     if field not in names:
-        problems.append(f"must contain the placeholder {placeholder}")
-    return problems
+        return [
+            f"must contain the placeholder {placeholder}" + (f" (not {shown})" if unknown else "")
+        ]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        return [
+            f"has the unknown field{plural} {shown} (the only field is {placeholder}; write "
+            "{{ and }} for literal braces)"
+        ]
+    return []
 
 
 def optimizer_value_problems(kwargs: Mapping[str, Any], source: str) -> list[str]:

@@ -73,9 +73,13 @@ def load_config_file(path: Path | str) -> dict[str, Any]:
 
 
 def sources_of(path: Sequence[Any], files: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The files of ``files`` (name -> content) that set ``path``, or failing that the deepest
-    part of it; the command line's ``--config`` when none does."""
-    for depth in range(len(path), 0, -1):
+    """Where the value at ``path`` comes from: ``files`` (name -> content) are in precedence
+    order, so the last one that sets ``path`` is the one whose value counts; failing that, every
+    file that sets the deepest part of it; the command line's ``--config`` when none does."""
+    setting = [name for name, data in files.items() if _has(data, path)]
+    if setting:
+        return setting[-1:]
+    for depth in range(len(path) - 1, 0, -1):
         found = [name for name, data in files.items() if _has(data, path[:depth])]
         if found:
             return found
@@ -134,3 +138,11 @@ def blame(
     return [
         f"{', '.join(sources_of(path, files))}: {key_path(path)}: {msg}" for path, msg in problems
     ]
+
+
+def by_precedence(loaded: Sequence[Any], command_line: Sequence[Any]) -> list[Any]:
+    """Snakemake's ``workflow.configfiles`` in the order their values win: the Snakefile's own
+    ``configfile:`` first (it is read last, but the command line's files are laid over it), then
+    the ``--configfile`` files in the order given."""
+    cli = [str(f) for f in command_line]
+    return [f for f in loaded if str(f) not in cli] + [f for f in loaded if str(f) in cli]

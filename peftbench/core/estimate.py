@@ -79,9 +79,11 @@ class MemoryEstimate:
 
 @contextmanager
 def gpu_attention() -> Iterator[None]:
-    """Maskless scaled-dot-product attention on meta tensors runs the flash-attention kernel, as
-    on a GPU: torch picks the math path for meta tensors, which materialises the L x L weights
-    (and keeps them for backward) where a GPU keeps only the output and its log-sum-exp."""
+    """Scaled-dot-product attention on meta tensors runs the kernel a GPU would: flash attention
+    without a mask, memory-efficient attention with one (a boolean mask becomes an additive
+    bias, as torch does on a GPU). For meta tensors torch picks the math path, which
+    materialises the L x L weights and keeps them for backward, where a GPU keeps only the
+    output and its log-sum-exp."""
     original = F.scaled_dot_product_attention
 
     def attention(
@@ -94,7 +96,7 @@ def gpu_attention() -> Iterator[None]:
         scale: float | None = None,
         enable_gqa: bool = False,
     ) -> torch.Tensor:
-        if attn_mask is not None or query.device.type != "meta":
+        if query.device.type != "meta":
             return original(
                 query,
                 key,
@@ -105,8 +107,22 @@ def gpu_attention() -> Iterator[None]:
                 scale=scale,
                 enable_gqa=enable_gqa,
             )
-        flash = torch.ops.aten._scaled_dot_product_flash_attention
-        return flash(query, key, value, dropout_p, is_causal, False, scale=scale)[0]
+        if attn_mask is None:
+            flash = torch.ops.aten._scaled_dot_product_flash_attention
+            return flash(query, key, value, dropout_p, is_causal, False, scale=scale)[0]
+        if enable_gqa and key.shape[-3] != query.shape[-3]:
+            # The efficient kernel wants one key/value head per query head.
+            repeat = query.shape[-3] // key.shape[-3]
+            key, value = key.repeat_interleave(repeat, -3), value.repeat_interleave(repeat, -3)
+        bias = attn_mask
+        if bias.dtype == torch.bool:
+            bias = torch.zeros(bias.shape, dtype=query.dtype, device=query.device)
+            bias = bias.masked_fill(attn_mask.logical_not(), float("-inf"))
+        shape = (*query.shape[:-1], key.shape[-2])
+        efficient = torch.ops.aten._scaled_dot_product_efficient_attention
+        return efficient(
+            query, key, value, bias.expand(shape), True, dropout_p, is_causal, scale=scale
+        )[0]
 
     F.scaled_dot_product_attention = attention
     try:
@@ -191,7 +207,7 @@ def format_estimates(estimates: list[MemoryEstimate], title: str) -> str:
         if e.error is not None:
             lines.append(f"{e.experiment:34} {'failed':>8} {e.error}")
             continue
-        cells = " ".join(f"{e.gb(c):8.2f}" for c in CATEGORIES)
+        cells = " ".join(f"{e.gb(c) or 0.0:8.2f}" for c in CATEGORIES)
         lines.append(f"{e.experiment:34} {e.gb():8.2f} {cells}")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ RECOGNISED = (*DEFINING, README)
 BASE_EXPERIMENT = f"{BASE_METHOD}/{BASE_NAME}"
 
 _HOLDS = f"an experiment folder holds only {', '.join(RECOGNISED)}"
+#: What Snakemake (9) expands in a path besides {wildcards}: ``<name>`` is a path variable
+#: (snakemake.pathvars.PATHVAR_REGEX); other angle brackets ("<B>", "a < b") are plain text.
+_PATHVAR = re.compile(r"<[a-z][a-z0-9_]*>")
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -111,6 +115,11 @@ def check_folder(root: Path | str, experiment: str) -> list[str]:
                 f"{folder}: the folder name '{part}' contains a brace, which Snakemake reads as "
                 "a wildcard; rename the folder"
             )
+        if found := _PATHVAR.search(part):
+            problems.append(
+                f"{folder}: the folder name '{part}' contains {found.group()}, which Snakemake "
+                "reads as a path variable; rename the folder"
+            )
     files = set()
     for entry in _entries(folder):
         if broken := _broken_link(entry):
@@ -171,8 +180,9 @@ def training_problems(
 ) -> list[str]:
     """Problems of a complete training config (task defaults, or merged with an experiment's
     overrides): every key against ``table``, ``optimizer_kwargs`` against the optimizer."""
-    problems = validate_training_params(params, source, table=table)
-    return problems or preflight.optimizer_problems(params, source)
+    return validate_training_params(params, source, table=table) + preflight.optimizer_problems(
+        params, source
+    )
 
 
 def effective_params(
@@ -198,6 +208,25 @@ def effective_params(
     if problems:
         raise ConfigError("\n".join(problems))
     return merged
+
+
+def file_problems(
+    root: Path | str,
+    experiment: str,
+    defaults: Mapping[str, Any],
+    table: Mapping[str, TrainingKey] | None = None,
+) -> list[str]:
+    """Every problem of one experiment that shows without a model: its folder, then (once the
+    folder is sound) its adapter config and its training parameters merged over ``defaults``."""
+    problems = check_folder(root, experiment)
+    if problems:
+        return problems
+    problems = check_adapter_config(root, experiment)
+    try:
+        effective_params(defaults, root, experiment, table)
+    except ConfigError as exc:
+        problems += str(exc).splitlines()
+    return problems
 
 
 def _normalised(name: str) -> str:

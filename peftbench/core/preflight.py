@@ -150,7 +150,9 @@ def _describe(hint: Any) -> str:
     if origin is typing.Literal:
         return f"one of {list(args)}"
     if origin in (list, tuple, collections.abc.Sequence):
-        return f"a list of {_describe(args[0])}" if args else "a list"
+        plural = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+        item = args[0] if args else None
+        return f"a list of {plural[item]}" if item in plural else "a list"
     return getattr(hint, "__name__", str(hint))
 
 

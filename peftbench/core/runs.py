@@ -108,6 +108,8 @@ SHARED_METRICS = (
     "train_loss_final",
     "train_memory_peak_bytes",
     "train_memory_allocated_peak_bytes",
+    "train_tensor_peak_bytes",
+    "train_tensor_breakdown",
     "eval_memory_peak_bytes",
     "eval_memory_allocated_peak_bytes",
     "memory_measure",

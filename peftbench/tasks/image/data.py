@@ -68,7 +68,9 @@ def prepare_embedded(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     }
 
 
-def load_subject_images(path: str, split: str, revision: str | None, column: str) -> list[Image.Image]:  # fmt: skip
+def load_subject_images(
+    path: str, split: str, revision: str | None, column: str
+) -> list[Image.Image]:
     """RGB images of one split of a dataset (hub id, local folder or .parquet file), EXIF-rotated."""
     from peftbench.core.hub import load_split
 
@@ -84,7 +86,9 @@ def load_subject_images(path: str, split: str, revision: str | None, column: str
     return images
 
 
-def split_indices(n: int, valid_size: int, test_size: int) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
+def split_indices(
+    n: int, valid_size: int, test_size: int
+) -> tuple[list[int], list[int], list[int]]:
     """The published benchmark's split: a permutation by numpy's legacy RNG seeded 0."""
     train_size = n - valid_size - test_size
     if train_size < 1:
@@ -93,7 +97,11 @@ def split_indices(n: int, valid_size: int, test_size: int) -> tuple[list[int], l
             f"test_size={test_size}"
         )
     order = np.random.RandomState(0).permutation(n).tolist()
-    return order[:train_size], order[train_size : train_size + valid_size], order[train_size + valid_size :]  # fmt: skip
+    return (
+        order[:train_size],
+        order[train_size : train_size + valid_size],
+        order[train_size + valid_size :],
+    )
 
 
 def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -101,7 +109,9 @@ def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
 
     hub = cfg["hub"]
     revision = resolve_revision(hub["path"], hub.get("revision"), "dataset")
-    images = load_subject_images(hub["path"], hub.get("split", "train"), revision, hub.get("column", "image"))  # fmt: skip
+    images = load_subject_images(
+        hub["path"], hub.get("split", "train"), revision, hub.get("column", "image")
+    )
     prompts = cfg["instance_prompts"]
     if isinstance(prompts, str):
         prompts = [prompts] * len(images)
@@ -114,7 +124,9 @@ def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     resized = [images[i].resize((size, size), Image.BILINEAR) for i in train]
 
     def refs(indices: list[int], folder: str) -> list[dict[str, str]]:
-        return _entries(_save([images[i] for i in indices], out / folder), [prompts[i] for i in indices])  # fmt: skip
+        return _entries(
+            _save([images[i] for i in indices], out / folder), [prompts[i] for i in indices]
+        )
 
     return {
         "resolution": size,

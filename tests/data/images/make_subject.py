@@ -17,8 +17,16 @@ import datasets
 from PIL import Image, ImageDraw
 
 OUT = Path(__file__).with_name("subject.parquet")
-BACKGROUNDS = [(40, 90, 160), (200, 60, 60), (60, 150, 70), (230, 220, 200),
-               (90, 60, 40), (140, 140, 140), (250, 200, 40), (30, 30, 60)]  # fmt: skip
+BACKGROUNDS = [
+    (40, 90, 160),
+    (200, 60, 60),
+    (60, 150, 70),
+    (230, 220, 200),
+    (90, 60, 40),
+    (140, 140, 140),
+    (250, 200, 40),
+    (30, 30, 60),
+]
 SIZES = [(48, 40), (40, 56), (64, 48), (56, 56), (36, 44), (56, 40), (72, 40), (44, 60)]
 EXIF_ROW = 5
 
@@ -28,10 +36,14 @@ def draw(i: int) -> Image.Image:
     image = Image.new("RGB", (w, h), BACKGROUNDS[i])
     d = ImageDraw.Draw(image)
     cx, cy, r = w * (0.35 + 0.04 * i), h * (0.55 - 0.02 * i), min(w, h) * 0.28
-    d.polygon([(cx - r, cy - r * 0.4), (cx - r * 0.5, cy - r * 1.5), (cx - r * 0.1, cy - r * 0.7)],
-              fill=(235, 120, 30))  # fmt: skip
-    d.polygon([(cx + r, cy - r * 0.4), (cx + r * 0.5, cy - r * 1.5), (cx + r * 0.1, cy - r * 0.7)],
-              fill=(235, 120, 30))  # fmt: skip
+    d.polygon(
+        [(cx - r, cy - r * 0.4), (cx - r * 0.5, cy - r * 1.5), (cx - r * 0.1, cy - r * 0.7)],
+        fill=(235, 120, 30),
+    )
+    d.polygon(
+        [(cx + r, cy - r * 0.4), (cx + r * 0.5, cy - r * 1.5), (cx + r * 0.1, cy - r * 0.7)],
+        fill=(235, 120, 30),
+    )
     d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(245, 140, 40))
     d.ellipse([cx - r * 0.45, cy - r * 0.3, cx - r * 0.2, cy - r * 0.05], fill=(20, 20, 20))
     d.ellipse([cx + r * 0.2, cy - r * 0.3, cx + r * 0.45, cy - r * 0.05], fill=(20, 20, 20))
