@@ -166,7 +166,7 @@ def test_lora_fine_tuning_run(tiny_image: Path) -> None:
     assert {k: v for k, v in again["metrics"].items() if k not in TIMING} == {
         k: v for k, v in m.items() if k not in TIMING
     }
-    base = run(tiny_image, "base/no-finetuning", "base")
+    base = run(tiny_image, "base/no-finetuning", "base_run")
     assert base["status"] == "success" and base["metrics"]["drift"] == 0.0
     assert base["metrics"]["trainable_params"] == 0
 

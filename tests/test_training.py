@@ -50,7 +50,7 @@ def test_lora_run_writes_a_valid_result(tiny):
 
 
 def test_base_reference_row(tiny):
-    result = run(tiny, "base/no-finetuning", "base")
+    result = run(tiny, "base/no-finetuning", "base_run")
     assert result["status"] == "success", result["error"]
     assert result["metrics"]["trainable_params"] == 0 and result["metrics"]["train_time_s"] is None
     assert result["metrics"]["forgetting"] == 0
