@@ -76,6 +76,18 @@ class TrainStats:
     loss_curve: list[dict] = field(default_factory=list)
     valid_curve: list[dict] = field(default_factory=list)
 
+    def result_metrics(self) -> dict[str, Any]:
+        """The result metrics every training reports (keys of ``runs.SHARED_METRICS``)."""
+        return {
+            "train_memory_peak_bytes": self.peak_bytes,
+            "train_memory_allocated_peak_bytes": self.peak_allocated_bytes,
+            "train_tensor_peak_bytes": self.tensor_peak_bytes,
+            "train_tensor_breakdown": self.tensor_breakdown,
+            "train_time_s": self.train_time_s,
+            "train_steps": self.steps,
+            "train_loss_final": self.loss_curve[-1]["loss"] if self.loss_curve else None,
+        }
+
 
 def train(
     model: torch.nn.Module,

@@ -77,11 +77,7 @@ def _run(ctx: RunContext, result: dict[str, Any], device: torch.device, out_dir:
         batches = step(model, train_x, train_y, params["batch_size"], ctx.seed)
         stats = train(model, batches, params, tracker, validate, ctx.progress)
         metrics.update(
-            train_memory_peak_bytes=stats.peak_bytes,
-            train_memory_allocated_peak_bytes=stats.peak_allocated_bytes,
-            train_time_s=stats.train_time_s,
-            train_steps=stats.steps,
-            train_loss_final=stats.loss_curve[-1]["loss"],
+            **stats.result_metrics(),
             toy_valid_accuracy_final=stats.valid_curve[-1][SPEC.valid_value],
         )
         curves["train_loss"], curves[SPEC.valid_curve] = stats.loss_curve, stats.valid_curve

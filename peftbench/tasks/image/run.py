@@ -164,14 +164,8 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         checkpoints = ctx.out_dir / CHECKPOINT_DIR  # in the run folder: a rerun resumes
         stats = train(transformer, step, params, tracker, validate, ctx.progress, checkpoints)
         metrics.update(
-            train_memory_peak_bytes=stats.peak_bytes,
-            train_memory_allocated_peak_bytes=stats.peak_allocated_bytes,
-            train_tensor_peak_bytes=stats.tensor_peak_bytes,
-            train_tensor_breakdown=stats.tensor_breakdown,
-            train_time_s=stats.train_time_s,
-            train_steps=stats.steps,
+            **stats.result_metrics(),
             train_samples=stats.items,
-            train_loss_final=stats.loss_curve[-1]["loss"],
         )
         curves["train_loss"] = stats.loss_curve
     trainable, total = count_params(model.transformer)

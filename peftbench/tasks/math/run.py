@@ -142,15 +142,9 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         checkpoints = ctx.out_dir / CHECKPOINT_DIR  # in the run folder: a rerun resumes
         stats = train(model, step, params, tracker, validate, ctx.progress, checkpoints)
         metrics.update(
-            train_memory_peak_bytes=stats.peak_bytes,
-            train_memory_allocated_peak_bytes=stats.peak_allocated_bytes,
-            train_tensor_peak_bytes=stats.tensor_peak_bytes,
-            train_tensor_breakdown=stats.tensor_breakdown,
-            train_time_s=stats.train_time_s,
-            train_steps=stats.steps,
+            **stats.result_metrics(),
             train_tokens=stats.items,
             train_tokens_per_s=stats.items / stats.train_time_s if stats.train_time_s else None,
-            train_loss_final=stats.loss_curve[-1]["loss"],
             valid_accuracy_final=stats.valid_curve[-1][SPEC.valid_value],
         )
         curves["train_loss"], curves[SPEC.valid_curve] = stats.loss_curve, stats.valid_curve
