@@ -43,8 +43,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, help="where to run (default: a fresh temp dir)")
     parser.add_argument("--cores", default="all")
+    parser.add_argument(
+        "--configfile",
+        type=Path,
+        action="append",
+        default=[],
+        help="config overrides over the default (repeatable), e.g. another base-model seed",
+    )
     args = parser.parse_args()
-    workdir, wall, code = run_workflow("image", args.workdir, args.cores)
+    workdir, wall, code = run_workflow("image", args.workdir, args.cores, args.configfile)
     if code != 0:
         return code
     report(workdir, wall)

@@ -12,6 +12,7 @@ methods are separated from each other by more than their 95% intervals.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -31,8 +32,15 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="where to run (default: a fresh temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     parser.add_argument("--cores", default="all")
+    parser.add_argument(
+        "--configfile",
+        type=Path,
+        action="append",
+        default=[],
+        help="config overrides over the default (repeatable), e.g. another base-model seed",
+    )
     args = parser.parse_args()
-    workdir, wall, code = run_workflow("math", args.workdir, args.cores)
+    workdir, wall, code = run_workflow("math", args.workdir, args.cores, args.configfile)
     if code != 0:
         return code
 
@@ -53,6 +61,13 @@ def main() -> int:
         "on_frontier",
     ]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    pretraining = workdir / "results/math/base_model/pretraining.json"
+    if pretraining.exists():  # embedded base: its seed and its own skill gate
+        info = json.loads(pretraining.read_text())
+        print(
+            f"\nbase model: seed {info['config']['seed']}, pretraining final loss "
+            f"{info['final_loss']:.4f}, skill {info['skill']:.1%} (gate {info['min_skill']:.0%})"
+        )
     base = table[table["method"] == "base"]["test_accuracy"].iloc[0]
     ok = table[(table["method"] != "base") & (table["status"] == "success")]
     best = ok.loc[ok["test_accuracy"].idxmax()]

@@ -15,9 +15,12 @@ REPO = Path(__file__).resolve().parent.parent
 COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench", "profiles"]
 
 
-def run_workflow(task: str, workdir: Path | None, cores: str) -> tuple[Path, float, int]:
+def run_workflow(
+    task: str, workdir: Path | None, cores: str, configfiles: Sequence[Path] = ()
+) -> tuple[Path, float, int]:
     """Copy the workflow to ``workdir`` (a fresh temp dir by default, so nothing is cached) and
-    run the README's ``snakemake --cores all --resources gpu=1`` there for one task.
+    run the README's ``snakemake --cores all --resources gpu=1`` there for one task, with
+    ``configfiles`` (e.g. another base-model seed) over the default config.
 
     Returns the folder, the wall time in seconds and snakemake's exit code.
     """
@@ -32,6 +35,8 @@ def run_workflow(task: str, workdir: Path | None, cores: str) -> tuple[Path, flo
         else:
             shutil.copy(src, dst)
     cmd = [sys.executable, "-m", "snakemake", "--cores", cores, "--resources", "gpu=1"]
+    if configfiles:
+        cmd += ["--configfile", *(str(Path(f).resolve()) for f in configfiles)]
     cmd += ["--config", f"tasks=[{task}]"]
     print("running:", " ".join(cmd[2:]), "in", workdir, flush=True)
     start = time.perf_counter()

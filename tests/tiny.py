@@ -4,12 +4,12 @@ import json
 from pathlib import Path
 
 import yaml
+from paths import REPO
 
 from peftbench.core.config import deep_merge
 from peftbench.core.runs import RunContext
 from peftbench.tasks.math import run as math_task
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = deep_merge(
     yaml.safe_load((REPO / "config/config.yaml").read_text()),
     yaml.safe_load((REPO / "config/test.yaml").read_text()),

@@ -7,7 +7,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from paths import REPO
+
 COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench"]
 
 

@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 #: The training keys every task shares; a task adds its own (``TaskSpec.training_keys``) and the
 #: checks below read the merged table (:func:`training_table`). Each task's config schema lists
-#: the same keys with the same bounds (tests/test_config.py keeps them in step).
+#: the same keys with the same bounds (tests/core/test_config.py keeps them in step).
 TRAINING_KEYS: dict[str, TrainingKey] = {
     "max_steps": TrainingKey((int,), "optimizer steps", "positive"),
     "batch_size": TrainingKey((int,), "training batch size (per optimizer micro-step)", "positive"),

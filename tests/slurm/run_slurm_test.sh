@@ -27,7 +27,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VENV=${VENV:-$REPO/.venv}
 SM_TIMEOUT=${SM_TIMEOUT:-420}
 INIT_SECONDS=${SLURM_INIT_SECONDS:-10}
-# What tests/test_workflow.py copies, plus the profiles under test.
+# What tests/workflow/test_workflow.py copies, plus the profiles under test.
 COPY=(Snakefile rules scripts envs config experiments peftbench profiles)
 # Only files carrying this line are overwritten or removed: never a real cluster's config.
 MARK="# written by peftbench tests/slurm/run_slurm_test.sh; removed when it exits"

@@ -14,6 +14,8 @@ from peftbench.tasks.spec import Column, PublishedFormat, TaskSpec, TrainingKey
 
 #: Base model folder the task's own rules build for the embedded default.
 EMBEDDED_BASE = "results/math/base_model"
+#: What that folder records about its pretraining, its skill included (``embedded_lm``).
+PRETRAINING_FILE = "pretraining.json"
 
 
 def _correctness(item: Mapping[str, Any]) -> float:

@@ -19,6 +19,8 @@ from peftbench.core.io import read_jsonl, write_json
 from peftbench.core.loop import train
 from peftbench.core.memory import MemoryTracker
 from peftbench.core.train import encode_rows, lm_step
+from peftbench.tasks.math import PRETRAINING_FILE, answers
+from peftbench.tasks.math.evaluate import greedy_generate
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
@@ -68,8 +70,32 @@ def build_model(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerFast) -
     return LlamaForCausalLM(config)
 
 
+class BaseSkillError(RuntimeError):
+    """The pretrained base model failed its own skill gate (``min_skill``)."""
+
+
+def skill(model: Any, tokenizer: Any, rows: list[dict], params: dict[str, Any]) -> float:
+    """Greedy exact-match accuracy on pretraining-distribution problems (``heldout.jsonl``): what
+    the base model was built to do. Fine-tuning composes these skills, so a base that has not
+    mastered them gives results that hinge on how far pretraining happened to get."""
+    longest = max(len(tokenizer(r["response"])["input_ids"]) for r in rows)
+    outputs = greedy_generate(
+        model,
+        tokenizer,
+        [params["query_template"].format(query=r["query"]) for r in rows],
+        len(rows),
+        longest + 4,
+        torch.device("cpu"),
+    )
+    return answers.score(outputs, [r["answer"] for r in rows])[0] / len(rows)
+
+
 def build_embedded_base(model_cfg: dict[str, Any], data_dir: Path, out: Path, threads: int) -> dict:
-    """Train a tokenizer and pretrain a tiny Llama on the pretraining distribution; save both."""
+    """Train a tokenizer and pretrain a tiny Llama on the pretraining distribution; save both.
+
+    The base is gated on its own skill: below ``model_cfg["min_skill"]`` (accuracy on unseen
+    pretraining problems) it is refused with :class:`BaseSkillError` and nothing is saved.
+    """
     torch.set_num_threads(threads)
     torch.manual_seed(model_cfg["seed"])
     pretrain = read_jsonl(data_dir / "pretrain.jsonl")
@@ -87,16 +113,25 @@ def build_embedded_base(model_cfg: dict[str, Any], data_dir: Path, out: Path, th
     tracker.set_baseline()
     step = lm_step(model, examples, params, model_cfg["seed"], tokenizer.pad_token_id, device)
     stats = train(model, step, params, tracker)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
     info = {
         "parameters": model.num_parameters(),
         "train_time_s": stats.train_time_s,
         "final_loss": stats.loss_curve[-1]["loss"],
         "steps": stats.steps,
+        "skill": skill(model, tokenizer, read_jsonl(data_dir / "heldout.jsonl"), params),
+        "min_skill": model_cfg.get("min_skill", 0.0),
     }
-    write_json(out / "pretraining.json", {"config": model_cfg, **info})
+    if info["skill"] < info["min_skill"]:
+        raise BaseSkillError(
+            f"embedded base model (seed {model_cfg['seed']}): skill {info['skill']:.1%} on unseen "
+            f"pretraining problems is below base_model.embedded.min_skill "
+            f"{info['min_skill']:.0%}; the fine-tuning results would hinge on an unfinished "
+            "pretraining. Raise base_model.embedded.pretraining.max_steps."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_json(out / PRETRAINING_FILE, {"config": model_cfg, **info})
     return info
 
 

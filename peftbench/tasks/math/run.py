@@ -5,6 +5,7 @@ Data preparation is in ``data``; the embedded base model in ``embedded_lm``.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from peftbench.core.runs import (
 )
 from peftbench.core.stats import wilson_interval
 from peftbench.core.train import encode, encode_rows, lm_step
-from peftbench.tasks.math import SPEC, answers
+from peftbench.tasks.math import PRETRAINING_FILE, SPEC, answers
 from peftbench.tasks.math.data import data_hash
 from peftbench.tasks.math.evaluate import greedy_generate, heldout_loss
 
@@ -116,6 +117,11 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         ctx.task_cfg["base_model"], ctx.input("base"), params, device
     )
     result["provenance"]["base_model_hash"] = identity
+    if ctx.task_cfg["base_model"]["source"] == "embedded":
+        # The embedded base's own skill gate (see embedded_lm.build_embedded_base), so that every
+        # row says how capable the model it fine-tuned was.
+        pretraining = json.loads((ctx.input("base") / PRETRAINING_FILE).read_text("utf-8"))
+        result["provenance"]["base_model_skill"] = pretraining.get("skill")
     if device.type != "cuda":
         tracker.set_baseline()  # CPU: RSS after loading; see memory.py
     metrics["memory_measure"] = tracker.measure

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from paths import DATA
 
 from peftbench.tasks.math.loaders import gsm8k_valid_subset, load_gsm8k, load_metamathqa
 
-DATA = Path(__file__).parent / "data"
 METAMATHQA = DATA / "metamathqa_sample.json"
 GSM8K = DATA / "gsm8k_sample.jsonl"
 

@@ -5,11 +5,11 @@ import html
 import io
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from factories import make_base_result, make_result
+from paths import PUBLISHED, REPO
 from PIL import Image
 
 from peftbench.analysis.noise import Bootstrap
@@ -26,8 +26,8 @@ from peftbench.report.pages_frontier import frontier_page
 from peftbench.report.pages_samples import samples_page
 from peftbench.tasks import registry
 
-FIXTURES = Path(__file__).parent / "data" / "published"
-CAPTIONS = Path(__file__).resolve().parents[1] / "rules" / "captions"
+FIXTURES = PUBLISHED
+CAPTIONS = REPO / "rules" / "captions"
 EVIL_NAME = "<script>alert(1)</script>"
 EVIL_ERROR = '<img src=x onerror="alert(2)"> & </script><script>alert(3)</script>'
 

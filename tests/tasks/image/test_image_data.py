@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from paths import REPO
 from PIL import Image
 
 from peftbench.core.config import ConfigError
@@ -25,7 +26,6 @@ from peftbench.tasks.image.data import (
     split_indices,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 SUBJECT = REPO / "tests/data/images/subject.parquet"
 EXIF_ROW = 5  # stored sideways with EXIF orientation 6 (see make_subject.py)
 PROMPTS = [f"sks plushy number {i} on its background" for i in range(8)]

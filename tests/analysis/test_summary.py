@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from factories import make_base_result, make_result
+from paths import PUBLISHED
 
 from peftbench.analysis.aggregate import summarize as task_summary
 from peftbench.analysis.aggregate import write_summary
@@ -24,7 +25,7 @@ from peftbench.analysis.summary import (
 )
 from peftbench.core.layout import run_dir
 
-FIXTURES = Path(__file__).parent / "data" / "published"
+FIXTURES = PUBLISHED
 
 
 def local_results():

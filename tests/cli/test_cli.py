@@ -3,19 +3,18 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from factories import make_base_result, make_result
+from paths import PUBLISHED, REPO
 
 from peftbench.analysis.published import import_published
 from peftbench.analysis.summary import build_summary, read_summary, write_summary_files
 from peftbench.cli import advise, default_summary, main, results_root
 from peftbench.core.layout import run_dir
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).parent / "data" / "published"
+FIXTURES = PUBLISHED
 N = 200
 
 

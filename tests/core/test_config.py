@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import toy_task
 import yaml
+from paths import REPO
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -22,7 +23,6 @@ from peftbench.core.config import (
 from peftbench.tasks import registry
 from peftbench.tasks.spec import TaskSpec
 
-REPO = Path(__file__).resolve().parent.parent
 SCHEMA = str(REPO / "config/schemas/config.schema.yaml")
 DEFAULTS = yaml.safe_load((REPO / "config/config.yaml").read_text())["math"]["training"]
 MATH_TABLE = training_table(registry.get("math").training_keys)

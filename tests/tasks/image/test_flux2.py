@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import REPO
 from test_flux2_preset import IMAGE_TABLE, PRESET, PRESET_ROOT, adapted_modules, expected_targets
 
 from peftbench.core.config import deep_merge
@@ -33,7 +34,6 @@ from peftbench.tasks.image.diffusion import (
 
 torch.set_num_threads(1)
 
-REPO = Path(__file__).resolve().parent.parent
 SUBJECT = REPO / "tests/data/images/subject.parquet"  # 8 images, see tests/data/images/
 CPU = torch.device("cpu")
 

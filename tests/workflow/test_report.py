@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from factories import make_base_result, make_result
+from paths import PUBLISHED
 from PIL import Image
 from wfutil import copy_workflow, job_counts
 from wfutil import snakemake as run_snakemake
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).parent / "data" / "published"
+FIXTURES = PUBLISHED
 EVIL_NAME = "<script>alert(1)</script>"
 EVIL_ERROR = '<img src=x onerror="alert(2)"> </script><script>alert(3)</script>'
 # The math task alone: the image task's report is tested below on stand-in results, without

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from paths import REPO
 
 from peftbench.core.config import deep_merge, training_table
 from peftbench.core.estimate import (
@@ -25,7 +26,6 @@ from peftbench.core.estimate import (
 )
 from peftbench.tasks import registry
 
-REPO = Path(__file__).resolve().parent.parent
 PRESETS = {
     "math": "config/presets/metamathqa-llama-3.2-3b.yaml",
     "image": "config/presets/dreambooth-flux2-klein.yaml",

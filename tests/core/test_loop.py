@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from paths import REPO
 
 from peftbench.core.config import deep_merge
 from peftbench.core.loop import CHECKPOINT, NonFiniteLossError, Step, train
@@ -17,7 +18,6 @@ from peftbench.tasks.image.embedded import build_components
 from peftbench.tasks.image.run import diffusion_step
 from peftbench.tasks.image.similarity import train_embedded_encoder
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = deep_merge(
     yaml.safe_load((REPO / "config/config.yaml").read_text()),
     yaml.safe_load((REPO / "config/test.yaml").read_text()),

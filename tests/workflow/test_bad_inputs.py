@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import REPO, TESTS
 from wfutil import copy_workflow, snakemake
 
 from peftbench.core import experiments as exps
@@ -19,8 +20,7 @@ from peftbench.core.validate import check_experiment
 from peftbench.tasks import registry
 from peftbench.tasks.math.embedded_lm import build_meta_model
 
-REPO = Path(__file__).resolve().parent.parent
-CASES = yaml.safe_load((Path(__file__).parent / "bad_inputs/cases.yaml").read_text())
+CASES = yaml.safe_load((TESTS / "bad_inputs/cases.yaml").read_text())
 MATH = deep_merge(
     yaml.safe_load((REPO / "config/config.yaml").read_text()),
     yaml.safe_load((REPO / "config/test.yaml").read_text()),

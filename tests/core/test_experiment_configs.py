@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import REPO
 from peft import PeftConfig, PromptLearningConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from peftbench.core import experiments as exps
 from peftbench.core.validate import quiet_meta_checks
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS = REPO / "experiments"
 METAMATHQA_ROOT = EXPERIMENTS / "metamathqa-llama-3.2-3b"
 BASE_MODEL = "meta-llama/Llama-3.2-3B"
 
@@ -147,7 +148,7 @@ def test_every_experiment_passes_the_preflight_file_checks(root: Path):
     """The shipped experiments (the published suite's layout) pass what the workflow checks
     before training: only recognised files, full fine-tuning only where explicit, PEFT configs
     field by field (the training parameters are checked with each task's defaults in
-    tests/test_workflow.py's dry runs)."""
+    tests/workflow/test_workflow.py's dry runs)."""
     found = exps.discover(root)
     assert found
     problems = exps.check_root(root)

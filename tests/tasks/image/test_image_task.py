@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from paths import REPO
 
 from peftbench.analysis.aggregate import validate_result
 from peftbench.core.config import deep_merge
@@ -30,7 +31,6 @@ from peftbench.tasks.image.embedded import build_embedded_image_base
 from peftbench.tasks.image.run import run_experiment
 from peftbench.tasks.image.similarity import SimilarityEncoder, separation, train_embedded_encoder
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = deep_merge(
     yaml.safe_load((REPO / "config/config.yaml").read_text()),
     yaml.safe_load((REPO / "config/test.yaml").read_text()),

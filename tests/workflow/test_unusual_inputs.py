@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import REPO
 from wfutil import copy_workflow, planned_jobs, snakemake
 
 from peftbench.core import experiments as exps
 
-REPO = Path(__file__).resolve().parent.parent
 LORA = json.loads((REPO / "experiments/math/lora/rank8-qv/adapter_config.json").read_text())
 #: method/name -> (adapter config or None, training_params or None, marker file)
 UNUSUAL = {

@@ -3,9 +3,9 @@
 import copy
 import json
 import shutil
-from pathlib import Path
 
 import pytest
+from paths import PUBLISHED
 
 from peftbench.analysis.published import (
     FILE_SIZE_SENTINEL,
@@ -17,7 +17,7 @@ from peftbench.analysis.published import (
 )
 from peftbench.tasks import registry
 
-FIXTURES = Path(__file__).parent / "data" / "published"
+FIXTURES = PUBLISHED
 # The published MetaMathQA suite scores the whole GSM8K test split (the math spec says so).
 GSM8K_TEST_N = registry.get("math").published.test_n
 

@@ -1,6 +1,6 @@
 """Interruption and resume: a run killed with SIGKILL and rerun ends with the same numbers; a
-full disk or an unwritable run folder leaves no partial outputs (tests/test_recovery.py does the
-workflow-level faults)."""
+full disk or an unwritable run folder leaves no partial outputs (tests/workflow/test_recovery.py
+does the workflow-level faults)."""
 
 import errno
 import json

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from paths import REPO
 
 from peftbench.core.config import deep_merge, training_table
 from peftbench.core.experiments import check_adapter_config, discover, effective_params
@@ -19,7 +19,6 @@ from peftbench.core.runs import wrap_peft
 from peftbench.tasks.image import SPEC
 from peftbench.tasks.image.diffusion import flow_matching_loss
 
-REPO = Path(__file__).resolve().parent.parent
 PRESET_FILE = REPO / "config/presets/dreambooth-flux2-klein.yaml"
 PRESET = yaml.safe_load(PRESET_FILE.read_text())["image"]
 PRESET_ROOT = REPO / PRESET["experiments_dir"]
