@@ -308,6 +308,59 @@ def run_config(wildcards):
     }
 
 
+def estimated_tasks():
+    """Tasks whose training memory the workflow predicts before any run (the estimate_memory
+    step): every task whose spec has a memory probe. Hub presets, and the embedded default too:
+    its architectures are tiny, so it takes seconds there, and the report can set the prediction
+    beside the tensor memory the runs accounted."""
+    return [task for task, spec in SPECS.items() if spec.memory_probe]
+
+
+def memory_estimates():
+    """The estimate step's output of every task it runs for (inputs of the summary)."""
+    return [f"results/{task}/memory_estimate.json" for task in estimated_tasks()]
+
+
+def shipped_architecture_files(task):
+    """The architecture config files shipped for a hub base model, which the estimate reads
+    instead of downloading (config/presets/architectures/<model id>/); none for the embedded
+    default, whose architecture is in the config (a param)."""
+    model = config[task]["base_model"]
+    if model.get("source") == "embedded":
+        return []
+    model_id = (model.get("hub") or {}).get("model_id")
+    folder = Path(workflow.basedir) / "config/presets/architectures" / str(model_id)
+    if not model_id or not folder.is_dir():
+        # The job records the missing architecture as every experiment's error.
+        return []
+    return sorted(str(path) for path in folder.rglob("*") if path.is_file())
+
+
+def estimate_inputs(wildcards):
+    """Named inputs of a task's memory estimate: the files of every selected experiment (editing
+    one, or selecting others, predicts again) and the shipped architecture it reads."""
+    task = wildcards.task
+    root = config[task]["experiments_dir"]
+    return {
+        "experiments": [
+            path
+            for experiment in task_experiments(task)
+            for path in exps.experiment_files(root, experiment)
+        ],
+        "architecture": shipped_architecture_files(task),
+    }
+
+
+def estimate_task_config(wildcards):
+    """The task's config section as the estimate reads it: all of it (the training defaults,
+    the base model) but where jobs run and which seeds exist."""
+    return {
+        key: value
+        for key, value in config[wildcards.task].items()
+        if key not in ("resources", "seeds")
+    }
+
+
 def all_targets():
     # The report's inputs (rules/report.smk) are built by default, so that
     # `snakemake --report results/report.html` works right after a run.

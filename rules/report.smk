@@ -1,5 +1,6 @@
-# Report: each task's summary and Pareto chart, the cross-task summary (with imported published
-# results), noise-aware Pareto charts and tables per task, effective configs and environment, and
+# Report: the memory each experiment is predicted to need (before any run), each task's summary
+# and Pareto chart, the cross-task summary (with imported published results and the predicted
+# memory), noise-aware Pareto charts and tables per task, effective configs and environment, and
 # the sample images of the tasks whose runs write them. Every task is read through its spec (the
 # registry); nothing here names a task. Outputs flagged report(...) make up
 # `snakemake --report results/report.html`; captions live in rules/captions/ (the chart captions
@@ -45,6 +46,38 @@ PUBLISHED_FOLDERS = configured_folders(config.get("published"))
 PUBLISHED_FILES = configured_files(config.get("published"))
 
 
+# Predicted GPU memory of every selected experiment of a task, before any run and without a GPU
+# or weights (peftbench.core.estimate: the base architecture on the meta device, wrapped with the
+# experiment's adapter, a few training steps accounted). An experiment that cannot be estimated
+# is recorded with its error; the job does not fail. The summary reads the predictions
+# (predicted_memory_gb); they are no input of training, and the priority below lets every other
+# ready job that fits take a free core first.
+rule estimate_memory:
+    input:
+        unpack(estimate_inputs),
+    output:
+        "results/{task}/memory_estimate.json",
+    log:
+        "logs/{task}/estimate_memory.log",
+    wildcard_constraints:
+        task="|".join(estimated_tasks()),
+    priority: -1
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    params:
+        task_cfg=estimate_task_config,
+        experiments=lambda wildcards: task_experiments(wildcards.task),
+        code=lambda wildcards: code_hash(
+            "scripts/estimate_memory.py",
+            SPECS[wildcards.task].memory_probe,
+            task=wildcards.task,
+        ),
+        libraries=library_versions(),
+    script:
+        "../scripts/estimate_memory.py"
+
+
 # One task's summary (one row per run) and its quality-vs-memory chart with the noise-aware
 # frontier (the same chart as the report's).
 rule aggregate:
@@ -71,6 +104,8 @@ rule summary:
     input:
         results=[path for task in config["tasks"] for path in run_results(task)],
         published=PUBLISHED_FILES,
+        # Predicted memory per experiment (rule estimate_memory): predicted_memory_gb.
+        estimates=memory_estimates(),
     output:
         parquet="results/summary.parquet",
         csv=report(

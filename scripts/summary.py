@@ -1,5 +1,6 @@
 """Snakemake entry point (rule summary): the cross-task summary table, its HTML page and the
-environment page, with imported published results (config ``published``)."""
+environment page, with imported published results (config ``published``) and the memory
+predicted before the runs (rule estimate_memory)."""
 
 import os
 import sys
@@ -10,6 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from peftbench.analysis.aggregate import load_results, provenance_warnings  # noqa: E402
+from peftbench.analysis.predicted import read_predictions  # noqa: E402
 from peftbench.analysis.published import import_published  # noqa: E402
 from peftbench.analysis.summary import SOURCE_THIS_RUN, build_summary, write_summary_files  # noqa: E402
 from peftbench.core.io import atomic_path  # noqa: E402
@@ -24,7 +26,8 @@ results = load_results(sm.input.results)
 published = import_published(sm.params.published)
 for warning in published.warnings:
     print(f"WARNING: published results: {warning}")
-table = build_summary(results, published)
+# Predicted memory per experiment (rule estimate_memory), joined as predicted_memory_gb.
+table = build_summary(results, published, read_predictions(sm.input.get("estimates", [])))
 write_summary_files(table, sm.output.parquet, sm.output.csv)
 this_run = table[table["source"] == SOURCE_THIS_RUN]
 mixed = provenance_warnings(this_run)

@@ -131,6 +131,18 @@ TABLE: dict[str, Column] = _columns(
            + "; ".join(f"{f}: {FAMILY_DESCRIPTIONS[f]}" for f in FAMILIES) + "."),
     Column("key_settings", "key settings", "The settings that distinguish the experiment."),
     Column("created_at", "created", "When the run finished (UTC)."),
+    Column("predicted_memory_gb", "predicted memory (GB)",
+           "Peak live-tensor memory of a training step on a CUDA GPU, GB (1e9 bytes), predicted "
+           "before any run without a GPU or weights (step estimate_memory: the architecture on "
+           "the meta device, wrapped with the experiment's adapter, trained for a few steps on "
+           "the longest batch training can draw; results/<task>/memory_estimate.json). The same "
+           "for every seed. Compare it with "
+           "allocated memory on CUDA (reserved memory, train memory, is somewhat higher) and "
+           "with tensor memory at the same dtype (dtype auto is bfloat16 on a GPU, float32 on "
+           "a CPU run). Empty for the base reference, for published rows and where the "
+           "experiment could not be estimated (the file and logs/<task>/estimate_memory.log "
+           "say why).",
+           direction="min", axis_title="Predicted peak training memory (GB)"),
     Column("on_frontier", "on frontier",
            "On the Pareto frontier of point estimates (quality up, cost down) within its task "
            "and source."),

@@ -3,7 +3,9 @@
 Built on :func:`peftbench.analysis.aggregate.summarize` (one row per experiment x seed,
 readable units: GB = 1e9 bytes, minutes, MB = 1e6 bytes) with the method ``family``, the
 ``source`` ("this run" or "published"), a short ``key_settings`` string and ``created_at``.
-Each task's frontier and order use its own quality column (its spec's). Written to
+Each task's frontier and order use its own quality column (its spec's). This run's rows also
+carry ``predicted_memory_gb``, the peak the workflow predicted for the experiment before any run
+(``results/<task>/memory_estimate.json``, read by :mod:`peftbench.analysis.predicted`). Written to
 ``results/summary.parquet`` and ``results/summary.csv``. Also: the per-item scores of a run
 (its task's item file) and the learning curves in long form.
 """
@@ -28,6 +30,7 @@ from peftbench.analysis.aggregate import (
     summary_columns,
 )
 from peftbench.analysis.families import family_order, method_family
+from peftbench.analysis.predicted import PREDICTED_COLUMN, Predictions
 from peftbench.analysis.published import SOURCE_PUBLISHED, PublishedImport
 from peftbench.core.io import atomic_path
 from peftbench.core.layout import run_dir
@@ -42,6 +45,8 @@ def cross_task_columns() -> list[str]:
     columns = [c for c in summary_columns() if c != "on_frontier"]
     columns.insert(columns.index("task") + 1, "source")
     columns.insert(columns.index("name") + 1, "family")
+    # The prediction beside the headline memory figure it is compared with.
+    columns.insert(columns.index("memory_gb") + 1, PREDICTED_COLUMN)
     return [*columns, "key_settings", "created_at", "on_frontier"]
 
 
@@ -172,15 +177,32 @@ def normalize(table: pd.DataFrame) -> pd.DataFrame:
     return table.loc[:, columns].reset_index(drop=True)
 
 
+def add_predictions(table: pd.DataFrame, predictions: Mapping[tuple[str, str], Any]) -> None:
+    """Set ``predicted_memory_gb`` of this run's rows of ``table`` from ``predictions``
+    ((task, experiment) -> GB, see :func:`peftbench.analysis.predicted.read_predictions`), in
+    place. Every seed of an experiment gets its prediction; rows without one (the base
+    reference, an experiment that could not be estimated, published rows) stay empty."""
+    if table.empty:
+        return
+    this_run = table["source"] == SOURCE_THIS_RUN
+    keys = zip(table["task"], table["experiment"], this_run, strict=True)
+    table[PREDICTED_COLUMN] = [predictions.get((t, e)) if own else None for t, e, own in keys]
+
+
 def build_summary(
-    results: Sequence[Mapping[str, Any]], published: PublishedImport | None = None
+    results: Sequence[Mapping[str, Any]],
+    published: PublishedImport | None = None,
+    predictions: Predictions | None = None,
 ) -> pd.DataFrame:
-    """The cross-task summary of validated ``results`` and the imported ``published`` rows."""
+    """The cross-task summary of validated ``results`` and the imported ``published`` rows;
+    ``predictions`` ((task, experiment) -> predicted peak GB) fill ``predicted_memory_gb``."""
     parts = [_this_run_rows(results)]
     if published is not None and published.rows:
         parts.append(_published_rows(published))
     parts = [p for p in parts if not p.empty]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if predictions:
+        add_predictions(table, predictions)
     return normalize(table)
 
 

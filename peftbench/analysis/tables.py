@@ -15,6 +15,7 @@ import pandas as pd
 from peftbench.analysis.frontier import pareto_rank
 from peftbench.analysis.glossary import direction
 from peftbench.analysis.noise import DEFAULT_BOOTSTRAP, Bootstrap, task_frontier
+from peftbench.analysis.predicted import PREDICTED_COLUMN
 from peftbench.analysis.summary import SOURCES
 from peftbench.tasks import registry
 from peftbench.tasks.spec import TaskSpec
@@ -32,6 +33,11 @@ AXES: dict[str, str] = {
 #: once" table besides the task's quality and side effect, and the columns averaged over seeds
 #: for tooltips and tables.
 COST_COLUMNS: list[str] = list(AXES.values())
+
+#: Memory figures set beside the memory axis in the frontier tables: the prediction made before
+#: any run, then the measured device figure and the accounted live tensors (both means over the
+#: successful seeds). Not objectives.
+MEMORY_DETAIL_COLUMNS: list[str] = [PREDICTED_COLUMN, "train_memory_gb", "train_tensor_gb"]
 
 
 def cost_objectives(spec: TaskSpec) -> dict[str, str]:
@@ -54,8 +60,9 @@ def experiment_frontier(
     every objective missing, so a failed experiment is listed (``missing`` says what) but
     never on the frontier. ``objectives`` defaults to the task's quality (max) and ``x`` in
     its own direction (min unless the glossary says otherwise). Adds the experiment's method,
-    family, source, key settings, failed seeds and the mean of the cost columns over its
-    successful seeds.
+    family, source, key settings, failed seeds, the mean of the cost columns and of the
+    measured memory figures over its successful seeds, and its predicted memory (a property of
+    the experiment, so kept for a failed one too).
     """
     quality = spec.quality.name
     objectives = dict(objectives or {quality: "max", x: direction(x) or "min"})
@@ -67,11 +74,17 @@ def experiment_frontier(
     result = task_frontier(data, objectives, spec, items, options)
     ok = data[~failed]
     first = data.groupby("experiment", sort=False).first()
-    costs = [c for c in cost_objectives(spec) if c in ok.columns and c not in objectives]
+    measured = [c for c in MEMORY_DETAIL_COLUMNS if c != PREDICTED_COLUMN]
+    costs = [
+        c
+        for c in dict.fromkeys([*cost_objectives(spec), *measured])
+        if c in ok.columns and c not in objectives
+    ]
     means = ok.groupby("experiment", sort=False)[costs].mean()
-    result = result.join(
-        first[["task", "source", "method", "family", "key_settings"]], on="experiment"
-    )
+    labels = ["task", "source", "method", "family", "key_settings"]
+    if PREDICTED_COLUMN in first.columns and PREDICTED_COLUMN not in objectives:
+        labels.append(PREDICTED_COLUMN)
+    result = result.join(first[labels], on="experiment")
     result = result.join(means, on="experiment")
     return result.join(
         data.assign(failed=failed).groupby("experiment")["failed"].sum().rename("failed_seeds"),

@@ -1,6 +1,7 @@
 """The noise-aware frontier page of one task: for every cost axis, one sortable table row per
 experiment (quality with its bootstrap interval, P(frontier), lead over the next frontier
-experiment), then the Pareto rank over several objectives at once."""
+experiment; beside the memory axis, the predicted and the measured memory), then the Pareto rank
+over several objectives at once."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pandas as pd
 from peftbench.analysis.glossary import info
 from peftbench.analysis.noise import DEFAULT_BOOTSTRAP
 from peftbench.analysis.summary import SOURCES
-from peftbench.analysis.tables import AXES
+from peftbench.analysis.tables import AXES, MEMORY_DETAIL_COLUMNS
 from peftbench.report.html import glossary_html, html_table, page_html, row_class
 from peftbench.tasks import registry
 from peftbench.tasks.spec import TaskSpec
@@ -56,6 +57,22 @@ FRONTIER_COLUMNS = [
 ]
 
 
+def table_columns(axis: str, column: str, quality: str, table: pd.DataFrame) -> list[str]:
+    """The columns of one axis's table: :data:`FRONTIER_COLUMNS`; for the memory axis, the
+    predicted and measured memory figures (:data:`MEMORY_DETAIL_COLUMNS`) beside it, those that
+    ``table`` has a value of."""
+    columns = [c.format(quality=quality, x=column) for c in FRONTIER_COLUMNS]
+    if axis == "memory":
+        detail = [
+            c
+            for c in MEMORY_DETAIL_COLUMNS
+            if c != column and c in table.columns and table[c].notna().any()
+        ]
+        at = columns.index(column) + 1
+        columns[at:at] = detail
+    return columns
+
+
 def frontier_page(
     task: str,
     frontiers: Mapping[str, pd.DataFrame],
@@ -74,8 +91,9 @@ def frontier_page(
             "across experiments, so a shared hard item does not count as a difference) and, "
             "where an experiment has several seeds, the seeds. P(frontier) says how often "
             "it is on the frontier; for frontier experiments, the lead over the next frontier "
-            "experiment by quality and whether it is within noise. Rows sort by any column "
-            f"(click a header). {_fallback_noise(spec)}"
+            "experiment by quality and whether it is within noise. Beside the memory axis: "
+            "the memory predicted for the experiment before any run and the measured figures. "
+            f"Rows sort by any column (click a header). {_fallback_noise(spec)}"
         )
         + "</p>"
     ]
@@ -84,13 +102,13 @@ def frontier_page(
         table = frontiers.get(axis)
         if table is None or table.empty:
             continue
-        columns = [c.format(quality=quality, x=column) for c in FRONTIER_COLUMNS]
-        columns_used += columns
         sections.append(f"<h2>{html.escape(f'Quality vs {info(column)[0]}')}</h2>")
         for source in SOURCES:
             subset = table[table["source"] == source]
             if subset.empty:
                 continue
+            columns = table_columns(axis, column, quality, subset)
+            columns_used += columns
             sections.append(f"<h3>{html.escape(source)}</h3>")
             sections.append(
                 html_table(

@@ -9,6 +9,9 @@ __all__ = [
     "ANSWER_DELIMITERS",
     "answers_match",
     "parse_answer",
+    "published_match",
+    "published_parse",
+    "published_score",
     "score",
     "to_number",
 ]
@@ -29,20 +32,32 @@ def parse_answer(text: str) -> str | None:
 
     The first delimiter of :data:`ANSWER_DELIMITERS` that occurs wins; the answer is the text
     after its last occurrence (models often restate intermediate "answers"), cut at the first
-    newline and stripped. The match is case-sensitive.
+    newline and stripped. Delimiters match in any letter case ("the answer is: 5").
     """
+    folded = text.casefold()
     for delimiter in ANSWER_DELIMITERS:
-        if delimiter in text:
-            tail = text.rsplit(delimiter, 1)[1]
+        at = folded.rfind(delimiter.casefold())
+        if at >= 0:
+            # casefold() keeps the length of ASCII text; a non-ASCII letter that changes length
+            # before the delimiter would shift the index, so fall back to a case-exact split.
+            if len(folded) != len(text):
+                if delimiter not in text:
+                    continue
+                at = text.rfind(delimiter)
+            tail = text[at + len(delimiter) :]
             return tail.split("\n", 1)[0].strip()
     return None
 
 
-# A signed number: grouped thousands ("1,234,567.5"), a plain integer/decimal ("12", "2.50"), or a
+# A signed number: grouped thousands ("1,234,567.5", or with a space, no-break space or narrow
+# no-break space: "1 000", as many locales write them), a plain integer/decimal ("12", "2.50"), or a
 # bare decimal (".5"), with an optional exponent. The look-behind stops us starting mid-number;
 # the look-ahead rejects tokens that continue with ",digit" or ".digit", so that "1,5" or
 # "1,0000" (not thousands groups) are not silently read as 1 or 15.
-_NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+_NUM = (
+    r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:\.\d+)?"
+    r"|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+)
 _NUMBER_RE = re.compile(
     rf"(?<![\d.,])(?P<sign>[-+]?)(?P<num>{_NUM})"
     rf"(?:\s*/\s*(?P<den>{_NUM}))?"
@@ -80,7 +95,7 @@ def _fraction_from_latex(match: re.Match[str]) -> str:
 
 
 def _to_fraction(token: str) -> Fraction:
-    return Fraction(token.replace(",", ""))
+    return Fraction(re.sub(r"[, \u00a0\u202f]", "", token))
 
 
 def to_number(s: str) -> Fraction | None:
@@ -153,3 +168,65 @@ def score(predictions: list[str], references: list[str]) -> tuple[int, int]:
         for pred, ref in zip(predictions, references, strict=True)
     )
     return correct, len(references)
+
+
+# The published suite's scorer (Hugging Face PEFT method comparison, MetaMathQA ``utils.py``),
+# reimplemented from its description so that our rows can be scored exactly as the published rows
+# they are drawn beside: no thousands separators, units, LaTeX or letter-case tolerance, the
+# prompt included in the text searched, exact float or string equality.
+_PUBLISHED_DELIMITERS = (
+    "The answer is: ",
+    "The answer is ",
+    "The final answer is: ",
+    "The final answer is ",
+    "#### ",
+)
+
+
+def published_parse(text: str) -> str | None:
+    """The published ``parse_answer``: strip, drop trailing ``.!?``, take the text after the last
+    occurrence of the first delimiter present, its first line, stripped of `` .!?$%``."""
+    text = text.strip().rstrip(".!?")
+    for delimiter in _PUBLISHED_DELIMITERS:
+        if delimiter in text:
+            tail = text.rsplit(delimiter, 1)[1].strip()
+            return tail.split("\n", 1)[0].strip(" .!?$%")
+    return None
+
+
+def _published_decimal(s: str) -> float | None:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        if "/" in s:
+            parts = s.split("/")
+            if len(parts) != 2:
+                return None
+            num, den = Decimal(parts[0]), Decimal(parts[1])
+            return None if den == 0 else float(num / den)
+        return float(Decimal(s))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def published_match(prediction: str | None, reference: str | None) -> bool:
+    """The published ``get_accuracy`` rule for one item: both sides converted to floats where they
+    parse as decimals (or a/b), else compared as raw strings; None never matches."""
+    if prediction is None or reference is None:
+        return False
+    pred = _published_decimal(prediction)
+    pred_value: float | str = prediction if pred is None else pred
+    ref = _published_decimal(reference)
+    ref_value: float | str = reference if ref is None else ref
+    return pred_value == ref_value
+
+
+def published_score(prompts: list[str], outputs: list[str], references: list[str]) -> int:
+    """Items correct under the published rule; it searches prompt plus generation, as the suite
+    decodes both. ``references`` are final answers (ours) already, so they are not re-parsed."""
+    if not len(prompts) == len(outputs) == len(references):
+        raise ValueError("published_score() needs one prompt, output and reference per item")
+    return sum(
+        published_match(published_parse(prompt + output), reference)
+        for prompt, output, reference in zip(prompts, outputs, references, strict=True)
+    )

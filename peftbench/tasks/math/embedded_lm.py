@@ -120,6 +120,7 @@ def build_embedded_base(model_cfg: dict[str, Any], data_dir: Path, out: Path, th
         "steps": stats.steps,
         "skill": skill(model, tokenizer, read_jsonl(data_dir / "heldout.jsonl"), params),
         "min_skill": model_cfg.get("min_skill", 0.0),
+        "loss_curve": stats.loss_curve,
     }
     if info["skill"] < info["min_skill"]:
         raise BaseSkillError(

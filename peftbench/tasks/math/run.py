@@ -170,6 +170,10 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         test_correct=correct,
         test_n=n,
     )
+    # Scored again as the published suite scores, for comparisons with its rows (answers.py).
+    prompts = [params["query_template"].format(query=r["query"]) for r in test_rows]
+    references = [r["answer"] for r in test_rows]
+    metrics["test_accuracy_published"] = answers.published_score(prompts, outputs, references) / n
     write_jsonl(
         out_dir / SPEC.item_file,
         [

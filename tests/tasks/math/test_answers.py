@@ -5,7 +5,15 @@ from fractions import Fraction
 import pytest
 
 from peftbench.core.stats import wilson_interval
-from peftbench.tasks.math.answers import answers_match, parse_answer, score, to_number
+from peftbench.tasks.math.answers import (
+    answers_match,
+    parse_answer,
+    published_match,
+    published_parse,
+    published_score,
+    score,
+    to_number,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,8 +37,9 @@ from peftbench.tasks.math.answers import answers_match, parse_answer, score, to_
         ("The final answer is: 9 and #### 8", "9 and #### 8"),
         # Only the first line after the delimiter is kept.
         ("The answer is: 5\n\nQuestion: next one? The", "5"),
-        # Matching is case-sensitive, like the reference.
-        ("the answer is: 5", None),
+        # Delimiters match in any letter case (the published parser does not: see below).
+        ("the answer is: 5", "5"),
+        ("THE ANSWER IS 7", "7"),
     ],
 )
 def test_parse_answer(text, expected):
@@ -50,6 +59,11 @@ def test_parse_answer_empty_after_delimiter():
         ("1,000", Fraction(1000)),
         ("1,234,567", Fraction(1234567)),
         ("1,234.50", Fraction("1234.5")),
+        ("1 000", Fraction(1000)),
+        ("1\u00a0000", Fraction(1000)),
+        ("1\u202f000\u202f000", Fraction(1000000)),
+        ("12 345.5", Fraction("12345.5")),
+        ("5 10", Fraction(5)),  # not a thousands group: the first number
         ("$18", Fraction(18)),
         ("$ 18.00", Fraction(18)),
         ("€5", Fraction(5)),
@@ -197,3 +211,48 @@ def test_wilson_z_controls_width():
 def test_wilson_rejects_invalid(correct, n):
     with pytest.raises(ValueError):
         wilson_interval(correct, n)
+
+
+def test_the_answer_is_one_thousand_with_a_space_is_not_one():
+    assert answers_match(parse_answer("The answer is: 1 000"), "1000")
+    assert not answers_match(parse_answer("The answer is: 1 000"), "1")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Question: q?\nAnswer: 3 + 4 = 7\nThe answer is: 7.", "7"),
+        ("The answer is: $18!", "18"),
+        ("The answer is 18 dollars", "18 dollars"),
+        ("the answer is: 5", None),  # case-sensitive
+        ("#### 12\nThe answer is: 13", "13"),  # priority beats position
+        ("no delimiter 42", None),
+    ],
+)
+def test_published_parse(text, expected):
+    assert published_parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "ref", "expected"),
+    [
+        ("7", "7", True),
+        ("7.0", "7", True),
+        ("20/35", "0.5714285714285714", True),  # exact float equality
+        ("1,000", "1000", False),  # no thousands separators
+        ("18 dollars", "18", False),  # no units
+        ("\\boxed{4}", "4", False),  # no LaTeX
+        ("abc", "abc", True),  # raw strings
+        (None, "7", False),
+    ],
+)
+def test_published_match(pred, ref, expected):
+    assert published_match(pred, ref) is expected
+
+
+def test_published_score_searches_prompt_and_output_and_is_stricter_than_ours():
+    prompts = ["Question: a?\nAnswer:", "Question: b?\nAnswer:", "Question: c?\nAnswer:"]
+    outputs = [" 2 + 3 = 5\nThe answer is: 5", " The answer is: 1,000", " the answer is: 4"]
+    references = ["5", "1000", "4"]
+    assert published_score(prompts, outputs, references) == 1
+    assert score(outputs, references) == (3, 3)
