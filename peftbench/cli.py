@@ -205,7 +205,20 @@ def format_advice(
     return "\n".join(lines)
 
 
+def _task_packages(pairs: list[str]) -> dict[str, str]:
+    """``--task-package NAME=FOLDER`` values as the config's ``task_packages`` mapping."""
+    packages = {}
+    for pair in pairs:
+        name, sep, folder = pair.partition("=")
+        if not sep or not name or not folder:
+            raise SystemExit(f"peftbench advise: --task-package {pair!r}: expected NAME=FOLDER")
+        packages[name] = folder
+    return packages
+
+
 def _advise_command(args: argparse.Namespace) -> int:
+    # A task outside the package (config task_packages) must be registered before its spec is read.
+    registry.register_packages(_task_packages(args.task_package))
     summary_path = Path(args.summary) if args.summary else default_summary(args.task)
     if not summary_path.exists():
         print(
@@ -279,12 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
         "advise",
         help="methods on the noise-aware Pareto frontier within a memory/time budget",
         description="Print the methods on the Pareto frontier (quality up, training memory "
-        "and, with --max-time-min, time down) that fit the budget, best first, with 95%% "
+        "and, with --max-time-min, time down) that fit the budget, best first, with 95% "
         "bootstrap intervals and whether each lead over the next method is within noise.",
     )
     tasks = registry.known()
     advise_parser.add_argument(
         "--task", required=True, help=f"task name ({', '.join(s.name for s in tasks)})"
+    )
+    advise_parser.add_argument(
+        "--task-package",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="a task outside the package, as in the config's task_packages (repeatable)",
     )
     advise_parser.add_argument(
         "--max-memory-gb", type=float, required=True, help="training memory budget (GB = 1e9 B)"

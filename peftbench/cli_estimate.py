@@ -36,8 +36,9 @@ def estimate_command(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     for task, items in estimates.items():
         title = (
-            f"{task}: predicted peak live-tensor memory of a training step, GB (1e9 bytes); "
-            "the GPU's allocator reserves somewhat more (see benchmarks/memory_prediction.py)"
+            f"{task}: predicted peak memory of training, GB (1e9 bytes): live tensors, what "
+            "the CUDA caching allocator reserves for them, and the live peak by category "
+            "(validated in benchmarks/memory_prediction.py)"
         )
         print(format_estimates(items, title), end="\n\n")
     count = sum(len(items) for items in estimates.values())
@@ -54,18 +55,25 @@ def advise_predicted(args: argparse.Namespace) -> int:
         print("peftbench advise --predicted: pass --configfile or --estimates", file=sys.stderr)
         return 2
     items = _load_estimates(args).get(args.task, [])
-    ok = sorted((e for e in items if e.error is None), key=lambda e: e.peak_bytes)
-    fits = [e for e in ok if e.gb() <= args.max_memory_gb]
+
+    def figure(e: object) -> float:
+        # What the GPU must have free: the allocator's reserve over training and evaluation
+        # where it was modelled, else the live tensors.
+        reserved = e.reserved_gb(with_evaluation=True)
+        return e.gb() if reserved is None else reserved
+
+    ok = sorted((e for e in items if e.error is None), key=figure)
+    fits = [e for e in ok if figure(e) <= args.max_memory_gb]
     lines = [
-        f"PREDICTED (no training run): {args.task} experiments whose predicted peak training "
-        f"memory fits {args.max_memory_gb:g} GB, smallest first. Quality is not predicted; "
-        "the allocator needs some headroom above these live-tensor figures.",
+        f"PREDICTED (no training run): {args.task} experiments whose predicted peak memory "
+        f"(what the CUDA caching allocator reserves) fits {args.max_memory_gb:g} GB, smallest "
+        "first. Quality is not predicted.",
     ]
-    lines += [f"  {e.experiment:34} {e.gb():7.2f} GB predicted" for e in fits]
+    lines += [f"  {e.experiment:34} {figure(e):7.2f} GB predicted" for e in fits]
     over = [e for e in ok if e not in fits]
     if over:
         lines.append(
-            "Over the budget: " + ", ".join(f"{e.experiment} ({e.gb():.1f})" for e in over)
+            "Over the budget: " + ", ".join(f"{e.experiment} ({figure(e):.1f})" for e in over)
         )
     failed = [e.experiment for e in items if e.error is not None]
     if failed:

@@ -13,32 +13,22 @@ from peftbench.analysis.published import (
 )  # noqa: E402
 from peftbench.core import codehash  # noqa: E402
 from peftbench.report.pages_samples import sample_tasks  # noqa: E402
-from peftbench.tasks import registry  # noqa: E402
 
 
 report: "captions/workflow.rst"
 
 
 # The package code the report outputs depend on: the report scripts' import closure and the
-# spec of every task they read (imported through the registry, so not visible to a static scan).
-# A rule parameter, so editing any of it reruns them.
-REPORT_TASK_PACKAGES = {
-    registry.import_module(".", task)
-    .__name__: Path(registry.import_module(".", task).__file__)
-    .parent
-    for task in config["tasks"]
-}
+# spec of every task they read (imported through the registry, so not visible to a static scan;
+# task_folder and EXTERNAL_PACKAGES come from common.smk). A rule parameter, so editing any of it
+# reruns them.
 REPORT_CODE_HASH = codehash.code_hash(
     [
         Path(workflow.basedir) / "scripts" / f"{script}.py"
         for script in ["aggregate", "summary", "report_task", "report_samples"]
     ]
-    + [folder / "__init__.py" for folder in REPORT_TASK_PACKAGES.values()],
-    packages={
-        name: folder
-        for name, folder in REPORT_TASK_PACKAGES.items()
-        if not name.startswith("peftbench.")
-    },
+    + [task_folder(task) / "__init__.py" for task in config["tasks"]],
+    packages=EXTERNAL_PACKAGES,
 )
 # config published: task -> folder of published result files. Every file is an input, so adding,
 # editing or removing one reruns the report; a missing folder fails here, naming the key.

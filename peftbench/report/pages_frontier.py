@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from peftbench.analysis.glossary import info
-from peftbench.analysis.noise import DEFAULT_BOOTSTRAP
+from peftbench.analysis.noise import DEFAULT_BOOTSTRAP, RESULT_COLUMNS
 from peftbench.analysis.summary import SOURCES
 from peftbench.analysis.tables import AXES, MEMORY_DETAIL_COLUMNS
 from peftbench.report.html import glossary_html, html_table, page_html, row_class
@@ -33,6 +33,9 @@ def _fallback_noise(spec: TaskSpec) -> str:
     )
 
 
+#: The columns of an axis's table: who, the quality with its interval, the cost, then every
+#: column the noise-aware frontier computes (:data:`~peftbench.analysis.noise.RESULT_COLUMNS`,
+#: so a new one shows up here), what was missing and the settings.
 FRONTIER_COLUMNS = [
     "experiment",
     "family",
@@ -42,15 +45,11 @@ FRONTIER_COLUMNS = [
     "{quality}_low",
     "{quality}_high",
     "{x}",
-    "on_frontier",
-    "frontier_prob",
-    "next",
-    "lead",
-    "lead_low",
-    "lead_high",
-    "lead_prob",
-    "intervals_overlap",
-    "within_noise",
+    *(
+        c.replace("{q}", "{quality}")
+        for c in RESULT_COLUMNS
+        if c not in ("{q}_low", "{q}_high", "missing")
+    ),
     "missing",
     "failed_seeds",
     "key_settings",

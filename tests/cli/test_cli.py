@@ -292,3 +292,34 @@ def test_advise_image_task_published_and_without_items(image_results_dir, capsys
     frontier, _, _ = advise(summary, "image", 20, n_boot=100)
     # Without per-image scores, each run's stored similarity interval is the noise.
     assert set(frontier["noise"]) == {"normal"}
+
+
+def test_advise_predicted_answers_from_the_allocator_reserve(tmp_path, capsys):
+    """--predicted reads an estimate file alone; an experiment fits by what the CUDA caching
+    allocator is predicted to reserve (training and evaluation), not by its live tensors."""
+    from peftbench.core.estimate import MemoryEstimate, write_estimates
+
+    estimates = tmp_path / "estimates.json"
+    write_estimates(
+        estimates,
+        {
+            "math": [
+                MemoryEstimate("lora/small", peak_bytes=8 * 10**9, reserved_bytes=9 * 10**9),
+                # Live tensors fit 10 GB, but the allocator's reserve in evaluation does not.
+                MemoryEstimate(
+                    "lora/evaluation-heavy",
+                    peak_bytes=9 * 10**9,
+                    reserved_bytes=9 * 10**9,
+                    eval_reserved_bytes=11 * 10**9,
+                ),
+                MemoryEstimate("boft/meta", error="NotImplementedError: no meta kernel"),
+            ]
+        },
+    )
+    args = ["advise", "--predicted", "--task", "math", "--max-memory-gb", "10"]
+    assert main([*args, "--estimates", str(estimates)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("PREDICTED")
+    assert "lora/small" in out and "9.00 GB predicted" in out
+    assert "Over the budget: lora/evaluation-heavy (11.0)" in out
+    assert "Not estimated: boft/meta" in out

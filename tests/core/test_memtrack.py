@@ -9,6 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from peftbench.core.allocator import CachingAllocatorModel
 from peftbench.core.loop import Step, accounted_step, train
 from peftbench.core.memcategories import CATEGORIES
 from peftbench.core.memory import MemoryTracker
@@ -141,3 +142,102 @@ def test_saved_tensors_are_activations_and_grads_are_gradients() -> None:
     assert model.weight.grad is not None
     # After the step the gradient is live and classified; the account at exit sees it.
     assert accountant.peak_bytes() >= 40_000 + 3_200
+
+
+# ------------------------------------------------------------- what the account leaves out
+
+
+def test_only_storages_on_the_models_device_count_and_resident_tensors_do() -> None:
+    model = torch.nn.Linear(4, 4, bias=False).to("meta")  # 64 bytes of fp32 weights
+    cache = torch.empty(100, device="meta")  # 400 bytes kept on the device by the run
+    with TensorAccountant(model, resident=[cache]) as accountant:
+        noise = torch.ones(10_000)  # drawn on the CPU: not device memory
+        on_device = noise.to("meta")  # 40,000 bytes on the device
+        del noise, on_device
+    assert accountant.peak_bytes() == 64 + 400 + 40_000
+    assert accountant.breakdown()["frozen_params"] == 400
+
+
+def test_a_block_size_rounds_every_storage_up() -> None:
+    model = torch.nn.Linear(3, 1, bias=False)  # 12 bytes
+    with TensorAccountant(model, block=512) as accountant:
+        x = torch.ones(129)  # 516 bytes: two blocks
+        del x
+    assert accountant.peak_bytes() == 512 + 1024
+
+
+def test_sparse_tensors_count_their_indices_and_values() -> None:
+    model = torch.nn.Linear(2, 2, bias=False)  # 16 bytes
+    with TensorAccountant(model) as accountant:
+        indices = torch.zeros(2, 10, dtype=torch.long)  # 160 bytes
+        values = torch.ones(10)  # 40 bytes
+        sparse = torch.sparse_coo_tensor(indices, values * 2, (4, 4), check_invariants=False)
+        del sparse
+    assert accountant.peak_bytes() >= 16 + 160 + 40 + 40
+
+
+def test_phases_have_their_own_peaks() -> None:
+    model = torch.nn.Linear(2, 2, bias=False)  # 16 bytes
+    with TensorAccountant(model) as accountant:
+        a = torch.ones(1000)  # 4000 bytes in the first phase
+        del a
+        accountant.mark("evaluation")
+        b = torch.ones(100)  # 400 bytes in the second
+        del b
+    assert accountant.phases() == ["", "evaluation"]
+    assert accountant.peak_bytes("") == 16 + 4000
+    assert accountant.peak_bytes("evaluation") == 16 + 400
+    assert accountant.breakdown("evaluation")["temporaries"] == 400
+    assert accountant.peak_bytes() == 16 + 4000
+    # Reserved memory never shrinks: the second phase starts with the first one's cache.
+    assert accountant.reserved_peak_bytes("evaluation") == accountant.reserved_peak_bytes("")
+
+
+# ------------------------------------------------------------------ the caching allocator
+
+MIB = 1 << 20
+
+
+def test_allocator_segment_sizes_follow_the_cuda_caching_allocator() -> None:
+    allocator = CachingAllocatorModel()
+    allocator.malloc(100)  # small pool: a 2 MiB segment, 512 bytes of it
+    assert (allocator.reserved, allocator.allocated) == (2 * MIB, 512)
+    allocator.malloc(3 * MIB)  # 1-10 MiB: a 20 MiB segment
+    assert allocator.reserved == 22 * MIB
+    allocator.malloc(18 * MIB + 1)  # 10 MiB and more, not cached: rounded up to 2 MiB
+    assert allocator.reserved == 22 * MIB + 20 * MIB
+    allocator.malloc(15 * MIB)  # fits in the 17 MiB rest of the first 20 MiB segment
+    assert allocator.reserved == 42 * MIB
+
+
+def test_allocator_reuses_merges_and_empties_its_cache() -> None:
+    allocator = CachingAllocatorModel()
+    a = allocator.malloc(40 * MIB)
+    b = allocator.malloc(40 * MIB)
+    allocator.free(a)
+    c = allocator.malloc(30 * MIB)  # best fit: the freed block, split
+    assert allocator.reserved == 80 * MIB and c == a
+    allocator.free(c)  # merges with the 10 MiB rest: 40 MiB free again
+    d = allocator.malloc(41 * MIB)  # nothing cached is large enough: a new segment
+    assert allocator.reserved == 122 * MIB
+    allocator.free(b)
+    allocator.empty_cache()  # the two wholly free 40 MiB segments go back
+    assert allocator.reserved == 42 * MIB
+    allocator.free(d)
+    assert allocator.peak_reserved == 122 * MIB
+
+
+def test_allocator_with_a_capacity_returns_cached_segments_before_growing() -> None:
+    allocator = CachingAllocatorModel(capacity=100 * MIB)
+    allocator.free(allocator.malloc(60 * MIB))
+    allocator.malloc(70 * MIB)  # 60 + 70 > 100: the free 60 MiB segment is returned first
+    assert allocator.reserved == 70 * MIB
+
+
+def test_reserved_peak_covers_the_live_peak_in_whole_segments() -> None:
+    model = torch.nn.Linear(64, 64)
+    with TensorAccountant(model, block=512) as accountant:
+        model(torch.ones(32, 64)).sum().backward()
+    reserved = accountant.reserved_peak_bytes()
+    assert reserved >= accountant.peak_bytes()
+    assert reserved % (2 * MIB) == 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -80,3 +82,19 @@ def test_rerun_plans_nothing(toy_run: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert not (toy_run / "results/math").exists() and not (toy_run / "results/image").exists()
+
+
+def test_advise_reads_a_task_package(toy_run: Path) -> None:
+    """``advise`` knows a task outside the package once it is named with --task-package."""
+    command = [sys.executable, "-m", "peftbench", "advise", "--task", "toy", "--max-memory-gb", "1"]
+    command += ["--summary", str(toy_run / "results/summary.csv")]
+    unknown = subprocess.run(command, capture_output=True, text=True, cwd=toy_run)
+    assert unknown.returncode != 0
+    known = subprocess.run(
+        [*command, "--task-package", f"toy={REPO / 'tests/toy_task'}"],
+        capture_output=True,
+        text=True,
+        cwd=toy_run,
+    )
+    assert known.returncode == 0, known.stderr
+    assert "lora/rank4" in known.stdout or "full-finetuning/lr_0.01" in known.stdout

@@ -1,6 +1,9 @@
 """The image task's memory probe (:mod:`peftbench.core.estimate`): the FLUX.2 transformer
 built from the shipped architecture config, and one batch of cached latents and prompt
-embeddings at the preset's resolution and prompt length, through the run's flow-matching loss."""
+embeddings at the preset's resolution and prompt length, through the run's flow-matching loss;
+the evaluation is one sampling step of ``batch_size_eval`` images with true classifier-free
+guidance (a conditional and an unconditional transformer pass), the transformer's share of
+generation (the VAE, on the GPU only while it decodes, is not in the shipped config)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import torch
 
 from peftbench.core.estimate import GPU, shipped_architecture
 from peftbench.core.runs import torch_dtype
-from peftbench.tasks.image.diffusion import flow_matching_loss
+from peftbench.tasks.image.diffusion import flow_matching_loss, image_ids, predict, text_ids
 
 #: Pixels per latent cell of FLUX.2's VAE codec: the AutoencoderKLFlux2 downsamples 8x and
 #: the pipeline patchifies 2x2 on top (512 px -> a 32 x 32 grid of 128 channels).
@@ -54,7 +57,8 @@ def training_loss(
     model: Any, arch: dict[str, Any], task_cfg: dict[str, Any], params: dict[str, Any]
 ) -> Callable[[], torch.Tensor]:
     """The run's flow-matching loss of ``batch_size`` cached latents and prompt embeddings
-    (every batch has this shape: images share the resolution, prompts are padded)."""
+    (every batch has this shape: images share the resolution, prompts are padded); each call
+    selects its batch anew, as each training step does from the caches."""
     config = arch["transformer"]
     parameter = next(model.parameters())
     device, dtype, size, grid = (
@@ -63,12 +67,46 @@ def training_loss(
         params["batch_size"],
         arch["grid"],
     )
-    latents = torch.zeros(size, config["in_channels"], grid, grid, device=device, dtype=dtype)
-    embeds = torch.zeros(
-        size, arch["text_tokens"], config["joint_attention_dim"], device=device, dtype=dtype
-    )
     generator = torch.Generator().manual_seed(0)
-    return lambda: flow_matching_loss(model, latents, embeds, generator)
+
+    def loss() -> torch.Tensor:
+        latents = torch.zeros(size, config["in_channels"], grid, grid, device=device, dtype=dtype)
+        embeds = torch.zeros(
+            size, arch["text_tokens"], config["joint_attention_dim"], device=device, dtype=dtype
+        )
+        return flow_matching_loss(model, latents, embeds, generator)
+
+    return loss
+
+
+def evaluation(
+    model: Any, arch: dict[str, Any], task_cfg: dict[str, Any], params: dict[str, Any]
+) -> Callable[[], None]:
+    """One sampling step of ``batch_size_eval`` images: the noisy latents, the conditional
+    and (with guidance) the unconditional velocity, and their guided combination."""
+    config = arch["transformer"]
+    parameter = next(model.parameters())
+    device, dtype, size, grid = (
+        parameter.device,
+        parameter.dtype,
+        params["batch_size_eval"],
+        arch["grid"],
+    )
+
+    def step() -> None:
+        tokens = torch.zeros(size, grid * grid, config["in_channels"], device=device, dtype=dtype)
+        embeds = torch.zeros(
+            size, arch["text_tokens"], config["joint_attention_dim"], device=device, dtype=dtype
+        )
+        sigma = torch.ones(size, device=device, dtype=dtype)
+        img, txt = image_ids(size, grid, grid, device), text_ids(embeds)
+        velocity = predict(model, tokens, sigma, embeds, txt, img)
+        if params.get("guidance_scale", 1.0) > 1:
+            uncond = predict(model, tokens, sigma, embeds, txt, img)
+            velocity = uncond + params["guidance_scale"] * (velocity - uncond)
+        del velocity
+
+    return step
 
 
 def enable_gradient_checkpointing(model: Any) -> None:
