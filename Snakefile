@@ -30,6 +30,8 @@ for task_rules in [task_folder(t) / s.rules for t, s in SPECS.items() if s.rules
     include: task_rules
 
 
+# The GPU memory each experiment is predicted to need (no training depends on it).
+include: "rules/estimate.smk"
 include: "rules/report.smk"
 
 
