@@ -19,6 +19,7 @@ from peftbench.core.config import (
     did_you_mean,
     training_table,
 )  # noqa: E402
+from peftbench.core.layout import ARCHITECTURES, ESTIMATE_FILE  # noqa: E402
 from peftbench.tasks import registry  # noqa: E402
 
 LIBRARIES = ["torch", "transformers", "peft", "tokenizers", "datasets", "diffusers"]
@@ -318,7 +319,7 @@ def estimated_tasks():
 
 def memory_estimates():
     """The estimate step's output of every task it runs for (inputs of the summary)."""
-    return [f"results/{task}/memory_estimate.json" for task in estimated_tasks()]
+    return [f"results/{task}/{ESTIMATE_FILE}" for task in estimated_tasks()]
 
 
 def shipped_architecture_files(task):
@@ -329,7 +330,7 @@ def shipped_architecture_files(task):
     if model.get("source") == "embedded":
         return []
     model_id = (model.get("hub") or {}).get("model_id")
-    folder = Path(workflow.basedir) / "config/presets/architectures" / str(model_id)
+    folder = ARCHITECTURES / str(model_id)
     if not model_id or not folder.is_dir():
         # The job records the missing architecture as every experiment's error.
         return []

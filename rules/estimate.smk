@@ -8,7 +8,7 @@ rule estimate_memory:
     input:
         unpack(estimate_inputs),
     output:
-        "results/{task}/memory_estimate.json",
+        f"results/{{task}}/{ESTIMATE_FILE}",
     log:
         "logs/{task}/estimate_memory.log",
     wildcard_constraints:

@@ -19,9 +19,6 @@ from typing import Any
 #: The summary column of the prediction: its peak live-tensor memory in GB (1e9 bytes).
 PREDICTED_COLUMN = "predicted_memory_gb"
 
-#: Name of the estimate step's output in each task's results folder.
-ESTIMATE_FILE = "memory_estimate.json"
-
 #: (task, experiment) -> predicted peak in GB; None where the experiment could not be estimated.
 Predictions = dict[tuple[str, str], float | None]
 

@@ -51,12 +51,10 @@ import torch
 from peftbench.core.allocator import CachingAllocatorModel
 from peftbench.core.config import deep_merge, training_table
 from peftbench.core.experiments import discover, effective_params, select
+from peftbench.core.layout import ARCHITECTURES
 from peftbench.core.memtrack import CATEGORIES, TensorAccountant
 from peftbench.core.metaexec import MetaValues, gpu_attention, wrap_adapter
 from peftbench.core.optim import Updater, make_optimizer, make_scheduler
-
-#: Architecture config files of the presets' models, one folder per hub model id.
-ARCHITECTURES = Path(__file__).resolve().parents[2] / "config" / "presets" / "architectures"
 
 #: What the predicted GPU run uses for dtype "auto" (a run picks bf16 on CUDA).
 GPU = torch.device("cuda")

@@ -16,7 +16,6 @@ from paths import REPO
 
 from peftbench.core.config import deep_merge, training_table
 from peftbench.core.estimate import (
-    ARCHITECTURES,
     GPU_BLOCK,
     MemoryEstimate,
     account_training_step,
@@ -28,6 +27,7 @@ from peftbench.core.estimate import (
     read_estimates,
     write_estimates,
 )
+from peftbench.core.layout import ARCHITECTURES
 from peftbench.core.metaexec import MetaValues, wrap_adapter
 from peftbench.tasks import registry
 
