@@ -15,16 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 COPY = ["Snakefile", "rules", "scripts", "envs", "config", "experiments", "peftbench", "profiles"]
 
 
-def run_workflow(
-    task: str, workdir: Path | None, cores: str, configfiles: Sequence[Path] = ()
-) -> tuple[Path, float, int]:
-    """Copy the workflow to ``workdir`` (a fresh temp dir by default, so nothing is cached) and
-    run the README's ``snakemake --cores all --resources gpu=1`` there for one task, with
-    ``configfiles`` (e.g. another base-model seed) over the default config.
-
-    Returns the folder, the wall time in seconds and snakemake's exit code.
-    """
-    workdir = workdir or Path(tempfile.mkdtemp(prefix=f"peftbench-{task}-"))
+def copy_workflow(workdir: Path) -> Path:
+    """Copy what the workflow needs into ``workdir`` (created if missing); returns it."""
     workdir.mkdir(parents=True, exist_ok=True)
     for name in COPY:
         src, dst = REPO / name, workdir / name
@@ -34,10 +26,25 @@ def run_workflow(
             )
         else:
             shutil.copy(src, dst)
+    return workdir
+
+
+def run_workflow(
+    task: str | None, workdir: Path | None, cores: str, configfiles: Sequence[Path] = ()
+) -> tuple[Path, float, int]:
+    """Copy the workflow to ``workdir`` (a fresh temp dir by default, so nothing is cached) and
+    run the README's ``snakemake --cores all --resources gpu=1`` there for one task (every task
+    of the config when ``task`` is None), with ``configfiles`` (e.g. another base-model seed)
+    over the default config.
+
+    Returns the folder, the wall time in seconds and snakemake's exit code.
+    """
+    workdir = copy_workflow(workdir or Path(tempfile.mkdtemp(prefix=f"peftbench-{task or 'all'}-")))
     cmd = [sys.executable, "-m", "snakemake", "--cores", cores, "--resources", "gpu=1"]
     if configfiles:
         cmd += ["--configfile", *(str(Path(f).resolve()) for f in configfiles)]
-    cmd += ["--config", f"tasks=[{task}]"]
+    if task is not None:
+        cmd += ["--config", f"tasks=[{task}]"]
     print("running:", " ".join(cmd[2:]), "in", workdir, flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peftbench.analysis.comparable import items_for, scored_column, with_score
 from peftbench.analysis.noise import Bootstrap, task_frontier
 from peftbench.analysis.summary import (
     SOURCE_PUBLISHED,
@@ -26,6 +27,8 @@ from peftbench.analysis.summary import (
     table_item_scores,
 )
 from peftbench.cli_estimate import advise_predicted, estimate_command
+from peftbench.cli_interop import add_interop_commands
+from peftbench.report.advice import format_advice
 from peftbench.tasks import registry
 
 
@@ -56,6 +59,8 @@ def advise(
     n_boot: int = 1000,
     seed: int = 0,
     threshold: float = 0.95,
+    published_score: bool = False,
+    comparable_items: dict | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Frontier experiments of ``task`` within the budget, best first.
 
@@ -65,14 +70,23 @@ def advise(
     Returns ``(frontier, all_experiments, notes)``: the frontier rows of
     :func:`peftbench.analysis.noise.frontier_probability` (best quality first), every
     experiment of the task and source with its frontier columns, and notes on what was left
-    out and why.
+    out and why. With ``published_score``, this run's rows are scored as the published suite
+    scores (:mod:`peftbench.analysis.comparable`), resampled with ``comparable_items`` (their
+    per-item scores of that score) instead of ``items``.
     """
     spec = registry.get(task)
     quality = spec.quality.name
     rows = summary[(summary["task"] == task) & (summary["source"] == source)]
     notes: list[str] = []
+    rows = with_score(rows, spec, published_score)
+    scored = scored_column(spec, published_score and source == SOURCE_THIS_RUN)
+    if scored != quality and not comparable_items:
+        notes.append(
+            f"this run's rows are scored by {scored}, whose per-item scores are not recorded: "
+            "their intervals cover seeds only, and a single run has none"
+        )
     if rows.empty:
-        return pd.DataFrame(), pd.DataFrame(), [f"no {source} results for task {task}"]
+        return pd.DataFrame(), pd.DataFrame(), [*notes, f"no {source} results for task {task}"]
     failed = rows[rows["status"] != "success"]
     if len(failed):
         names = ", ".join(sorted(set(failed["experiment"])))
@@ -102,107 +116,13 @@ def advise(
         candidates,
         objectives,
         spec,
-        {k: v for k, v in (items or {}).items() if k in candidates.index},
+        items_for(candidates, spec, items, comparable_items),
         Bootstrap(n_boot=n_boot, seed=seed, threshold=threshold),
     )
-    families = ok.groupby("experiment")["family"].first()
-    table = table.join(families, on="experiment")
+    labels = ok.groupby("experiment")[["family", "score"]].first()
+    table = table.join(labels, on="experiment")
     frontier = table[table["on_frontier"]].reset_index(drop=True)
     return frontier, table, notes
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return "n/a" if value is None or pd.isna(value) else f"{value:.{digits}f}"
-
-
-def _noise_text(frontier: pd.DataFrame, name: str) -> str:
-    """What the bootstrap resampled, from the noise models of the frontier rows."""
-    items = int(frontier["n_items"].max())
-    if items:
-        return f"{items} test items (paired across methods) and seeds"
-    models = set(frontier["noise"])
-    if "binomial" in models:
-        return f"the binomial noise of each {name} (no per-item scores found)"
-    if "normal" in models:
-        return f"each run's stored 95% interval of its {name} (no per-item scores found)"
-    return "seeds only (no per-item scores or intervals found)"
-
-
-def format_advice(
-    frontier: pd.DataFrame,
-    task: str,
-    max_memory_gb: float,
-    max_time_min: float | None,
-    notes: Sequence[str],
-    *,
-    source: str = SOURCE_THIS_RUN,
-    reference: pd.Series | None = None,
-    n_boot: int = 1000,
-    threshold: float = 0.95,
-) -> str:
-    """The advice as plain text: a header, one line per frontier method, notes."""
-    spec = registry.get(task)
-    quality, name = spec.quality.name, spec.quality.title
-    budget = f"training memory <= {max_memory_gb:g} GB"
-    if max_time_min is not None:
-        budget += f" and training time <= {max_time_min:g} min"
-    lines = [f"Task {task} ({source}): Pareto-optimal methods within {budget}, best first."]
-    if frontier.empty:
-        lines.append("No experiment fits the budget.")
-    else:
-        noise = _noise_text(frontier, name)
-        lines.append(
-            f"{name.capitalize()} with 95% bootstrap intervals ({n_boot} draws over {noise}); "
-            f"P(frontier): share of draws on the frontier; a lead is within noise when the "
-            f"method beats the next one in fewer than {threshold:.0%} of draws."
-        )
-        lines.append("")
-        header = ["#", "experiment", "family", f"{name} [95% CI]", "memory GB"]
-        if max_time_min is not None:
-            header.append("time min")
-        header += ["P(frontier)", "lead over next"]
-        body = []
-        for rank, row in enumerate(frontier.itertuples(index=False), start=1):
-            row = row._asdict()
-            cells = [
-                str(rank),
-                str(row["experiment"]),
-                str(row["family"]),
-                f"{_fmt(row[quality])} [{_fmt(row[f'{quality}_low'])}, "
-                f"{_fmt(row[f'{quality}_high'])}]",
-                _fmt(row["train_memory_gb"]),
-            ]
-            if max_time_min is not None:
-                cells.append(_fmt(row["train_time_min"], 2))
-            cells.append(f"{row['frontier_prob']:.0%}")
-            if pd.isna(row["lead"]):
-                cells.append("(lowest quality on the frontier)")
-            else:
-                verdict = "WITHIN NOISE" if bool(row["within_noise"]) else "beyond noise"
-                cells.append(
-                    f"+{row['lead']:.3f} [{row['lead_low']:.3f}, {row['lead_high']:.3f}] over "
-                    f"{row['next']}, P(better) {row['lead_prob']:.0%}: {verdict}"
-                )
-            body.append(cells)
-        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-        for cells in [header, *body]:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
-        if frontier["within_noise"].fillna(False).astype(bool).any():
-            lines.append("")
-            lines.append(
-                "WITHIN NOISE: the next method is cheaper (in memory or time) and, as far as "
-                "this test set can tell, as good: the extra cost may buy nothing."
-            )
-    if reference is not None and not pd.isna(reference.get(quality)):
-        low, high = (reference.get(column) for column in spec.ci_columns)
-        interval = f" [{_fmt(low)}, {_fmt(high)}]" if not pd.isna(low) and not pd.isna(high) else ""
-        lines.append(
-            f"Reference: {reference['experiment']} (no fine-tuning): {name} "
-            f"{_fmt(reference[quality])}{interval}."
-        )
-    for note in notes:
-        lines.append(f"Note: {note}.")
-    return "\n".join(lines)
 
 
 def _task_packages(pairs: list[str]) -> dict[str, str]:
@@ -237,7 +157,12 @@ def _advise_command(args: argparse.Namespace) -> int:
         return 2
     root = Path(args.results_dir) if args.results_dir else results_root(summary_path, args.task)
     task_rows = summary[summary["task"] == args.task]
-    items = table_item_scores(task_rows, root) if args.source == SOURCE_THIS_RUN else {}
+    items, comparable_items = {}, {}
+    if args.source == SOURCE_THIS_RUN:
+        items = table_item_scores(task_rows, root)
+        if args.published_score:
+            # The rows hold the published-compatible score: resampled from its own item scores.
+            comparable_items = table_item_scores(task_rows, root, comparable=True)
     frontier, _, notes = advise(
         summary,
         args.task,
@@ -248,12 +173,17 @@ def _advise_command(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         seed=args.seed,
         threshold=args.threshold,
+        published_score=args.published_score,
+        comparable_items=comparable_items,
     )
+    spec = registry.get(args.task)
     base = task_rows[(task_rows["family"] == "base") & (task_rows["source"] == args.source)]
+    # The reference in the same score as the methods it is read against.
+    base = with_score(base, spec, args.published_score)
     reference = None
     if not base.empty:
         reference = base.iloc[0].copy()
-        quality = registry.get(args.task).quality.name
+        quality = spec.quality.name
         reference[quality] = float(np.nanmean(base[quality].to_numpy(dtype=float)))
     print(
         format_advice(
@@ -333,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=SOURCE_THIS_RUN,
         help="which results to advise from (default: this run)",
     )
+    advise_parser.add_argument(
+        "--published-score",
+        action="store_true",
+        help="score this run's rows as the published suite does (math: its answer parser), so "
+        "they compare with --source published; their intervals resample the per-item scores of "
+        "that rule where the item files record them (math: published_correct); default: this "
+        "workflow's own score",
+    )
     advise_parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap draws")
     advise_parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
     advise_parser.add_argument(
@@ -361,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate_parser.add_argument("--json", default=None, help="also write the estimates here")
     _add_config_arguments(estimate_parser)
     estimate_parser.set_defaults(handler=estimate_command)
+    add_interop_commands(commands)
     return parser
 
 

@@ -14,6 +14,7 @@ sys.path.insert(0, workflow.basedir)
 from peftbench.core import codehash  # noqa: E402
 from peftbench.core import configfile  # noqa: E402
 from peftbench.core import experiments as exps  # noqa: E402
+from peftbench.core import search  # noqa: E402
 from peftbench.core.config import (
     ConfigError,
     did_you_mean,
@@ -232,9 +233,21 @@ def checked_experiments(task):
         where = f"{blamed('select', task)}: select.{task}"
         found = exps.select(found, config.get("select", {}).get(task), where)
         problems = exps.check_root(root)
+        try:
+            search.parse_space(
+                cfg.get("search") or {},
+                f"{blamed(task, 'search')}: {task}.search",
+                task_table(task),
+            )
+        except ConfigError as exc:
+            problems += str(exc).splitlines()
         for experiment in found:
             problems += exps.file_problems(
-                root, experiment, cfg["training"], task_table(task)
+                root,
+                experiment,
+                cfg["training"],
+                task_table(task),
+                **training_settings(task),
             )
     # The model-level check needs the files to be sound; it runs once, in the main process
     # (cluster jobs re-read this file and need not repeat it).
@@ -242,7 +255,8 @@ def checked_experiments(task):
         from peftbench.core.validate import validate_task
 
         build = task_module(task, SPECS[task].meta_model).build_meta_model
-        problems = validate_task(cfg, found, build, task_table(task))
+        where = f"{blamed(task, 'base_model')}: {task}"
+        problems = validate_task(cfg, found, build, task_table(task), where=where)
     if problems:
         raise ConfigError(
             f"{len(problems)} problem(s) found before training:\n" + "\n".join(problems)
@@ -255,9 +269,38 @@ def task_seeds(task):
     return config[task].get("seeds") or config["seeds"]
 
 
+def training_settings(task):
+    """How ``task``'s experiments merge their overrides, and its default search grid."""
+    cfg = config[task]
+    return {
+        "merge": cfg.get("training_merge", "deep"),
+        "task_search": cfg.get("search"),
+        "points": cfg.get("search_points", "all"),
+    }
+
+
+@cache
+def task_runs(task):
+    """Run ids of ``task``: one per grid point of each selected experiment (method/name@point),
+    or method/name without a grid, plus the base-model reference."""
+    cfg = config[task]
+    runs = [
+        run
+        for experiment in task_experiments(task)
+        for run in exps.run_ids(
+            cfg["experiments_dir"],
+            experiment,
+            cfg.get("search"),
+            task_table(task),
+            training_settings(task)["points"],
+        )
+    ]
+    return runs + [exps.BASE_EXPERIMENT]
+
+
 def run_results(task):
-    """result.json paths of every selected experiment x seed, plus the base-model reference."""
-    runs = task_experiments(task) + [exps.BASE_EXPERIMENT]
+    """result.json paths of every run (grid point) x seed, plus the base-model reference."""
+    runs = task_runs(task)
     return [
         f"results/{task}/runs/{experiment}/seed{seed}/result.json"
         for experiment in runs
@@ -273,7 +316,9 @@ def training_inputs(wildcards):
     files = (
         []
         if experiment == exps.BASE_EXPERIMENT
-        else exps.experiment_files(config[task]["experiments_dir"], experiment)
+        else exps.experiment_files(
+            config[task]["experiments_dir"], search.base_experiment(experiment)
+        )
     )
     return {
         "data": f"results/{task}/data",
@@ -290,14 +335,26 @@ def training_params(wildcards):
     if experiment == exps.BASE_EXPERIMENT:
         return cfg["training"]
     return exps.effective_params(
-        cfg["training"], cfg["experiments_dir"], experiment, task_table(task)
+        cfg["training"],
+        cfg["experiments_dir"],
+        experiment,
+        task_table(task),
+        **training_settings(task),
     )
 
 
 # Keys of a task's section that do not change what a run computes: where it is scheduled, which
-# seeds exist, and the training defaults (the effective config is a param of its own, so editing
-# a default that an experiment overrides does not rerun that experiment).
-NOT_RUN_INPUTS = ("resources", "seeds", "training")
+# seeds exist, and the training defaults, how overrides merge into them and the search grids (the
+# effective config, grid point included, is a param of its own, so editing a default that an
+# experiment overrides does not rerun that experiment).
+NOT_RUN_INPUTS = (
+    "resources",
+    "seeds",
+    "training",
+    "training_merge",
+    "search",
+    "search_points",
+)
 
 
 def run_config(wildcards):

@@ -168,6 +168,15 @@ rule report_task:
             category="Configurations",
             labels={"page": "{task}: effective configs"},
         ),
+        search=report(
+            "results/{task}/report/search.html",
+            caption="captions/search.rst",
+            category="Tables",
+            labels={
+                "table": "{task}: hyperparameter search (validation and sensitivity)"
+            },
+        ),
+        search_csv="results/{task}/report/search.csv",
     log:
         "logs/{task}/report.log",
     wildcard_constraints:

@@ -13,9 +13,10 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from peftbench.analysis.aggregate import load_results  # noqa: E402
+from peftbench.analysis.aggregate import load_results, summarize  # noqa: E402
 from peftbench.analysis.glossary import axis_title  # noqa: E402
 from peftbench.analysis.published import import_published  # noqa: E402
+from peftbench.analysis.search import grid_table  # noqa: E402
 from peftbench.analysis.summary import (  # noqa: E402
     SOURCE_THIS_RUN,
     curves_table,
@@ -30,6 +31,7 @@ from peftbench.report.charts import frontier_chart, learning_curves_chart, legen
 from peftbench.report.embed import charts_page_html, save_chart  # noqa: E402
 from peftbench.report.pages import configs_page  # noqa: E402
 from peftbench.report.pages_frontier import frontier_page  # noqa: E402
+from peftbench.report.pages_search import search_page  # noqa: E402
 from peftbench.tasks import registry  # noqa: E402
 
 sm = snakemake  # noqa: F821
@@ -48,7 +50,13 @@ results_root = Path(sm.input.summary).parent
 items = table_item_scores(task_rows, results_root)
 print(f"per-item scores for {len(items)} of {len(task_rows)} rows")
 
-frontiers = task_frontiers(summary, task, items)
+# Beside published rows our rows hold the published-compatible score: its own per-item scores.
+frontiers = task_frontiers(
+    summary,
+    task,
+    items,
+    comparable_items=table_item_scores(task_rows, results_root, comparable=True),
+)
 sections = []
 for axis, column in AXES.items():
     title = f"{task}: {axis_title(quality)} vs {axis_title(column)}"
@@ -63,7 +71,12 @@ for axis, column in AXES.items():
     )
     sections.append(("", caption, chart))
 curves = curves_table(results, published)
-curves = curves[(curves["task"] == task) & (curves["source"] == SOURCE_THIS_RUN)]
+# Only the runs the summary kept: the chosen point of each search grid.
+curves = curves[
+    (curves["task"] == task)
+    & (curves["source"] == SOURCE_THIS_RUN)
+    & curves["experiment"].isin(set(task_rows["experiment"]))
+]
 title = f"{task}: learning curves (this run)"
 validation_title = f"Validation {spec.valid_value}"
 chart = learning_curves_chart(curves, colors, title, validation_title=validation_title)
@@ -84,4 +97,9 @@ with atomic_path(sm.output.frontier) as tmp:
     )
 with atomic_path(sm.output.configs) as tmp:
     tmp.write_text(configs_page(task, results, published), encoding="utf-8")
+grid = grid_table(summarize([r for r in results if r["task"] == task], choose_points=False))
+with atomic_path(sm.output.search_csv) as tmp:
+    grid.to_csv(tmp, index=False)
+with atomic_path(sm.output.search) as tmp:
+    tmp.write_text(search_page(task, grid), encoding="utf-8")
 print(f"{task}: charts and pages written")

@@ -47,3 +47,24 @@ def run(tiny: Path, experiment: str, out: str, params=PARAMS, adapter: dict | No
         progress=False,
     )
     return math_task.run_experiment(ctx)
+
+
+def random_llama(hidden: int = 32, layers: int = 2, vocab: int = 40):
+    """A seeded, randomly initialised Llama of a few thousand parameters (ids 0/1/2: pad, bos,
+    eos), for tests of generation and wrapping that need no training."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return LlamaForCausalLM(config)

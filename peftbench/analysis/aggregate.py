@@ -22,6 +22,7 @@ import pandas as pd
 
 from peftbench.analysis.frontier import pareto_mask
 from peftbench.analysis.glossary import integer_columns
+from peftbench.analysis.search import choose
 from peftbench.core.io import atomic_path
 from peftbench.core.layout import BASE_METHOD
 from peftbench.core.memcategories import CATEGORIES
@@ -51,6 +52,8 @@ _COSTS = [
     "file_size_mb",
 ]
 _TRAINING = ["train_loss_final"]
+#: The chosen point of an experiment's search grid and the grid's size (peftbench.analysis.search).
+_SEARCH = ["search_point", "search_size"]
 _PROVENANCE = [
     "lr",
     "max_steps",
@@ -68,6 +71,7 @@ _PROVENANCE = [
 TEXT_COLUMNS = [
     *(c for c in _IDENTITY if c != "seed"),
     "memory_measure",
+    "search_point",
     *(c for c in _PROVENANCE if c not in ("lr", "max_steps")),
 ]
 
@@ -88,7 +92,16 @@ def summary_columns() -> list[str]:
     quality = [name for s in specs for name in (s.quality.name, *s.ci_columns)]
     side_effects = [s.side_effect.name for s in specs]
     extras = [column.name for s in specs for column in s.columns]
-    columns = [*_IDENTITY, *quality, *_COSTS, *side_effects, *_TRAINING, *extras, *_PROVENANCE]
+    columns = [
+        *_IDENTITY,
+        *quality,
+        *_COSTS,
+        *side_effects,
+        *_TRAINING,
+        *extras,
+        *_SEARCH,
+        *_PROVENANCE,
+    ]
     return list(dict.fromkeys([*columns, "on_frontier"]))
 
 
@@ -331,8 +344,11 @@ def sort_rows(table: pd.DataFrame, leading: Mapping[str, pd.Series] | None = Non
     return table.loc[order]
 
 
-def summarize(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def summarize(results: Sequence[Mapping[str, Any]], choose_points: bool = True) -> pd.DataFrame:
     """Build the summary table: one row per result, columns as in :func:`summary_columns`.
+
+    An experiment with a search grid keeps only the rows of the point chosen on validation
+    (:func:`peftbench.analysis.search.choose`); ``choose_points=False`` keeps every point.
 
     Failed results are kept; metrics they could not measure are NaN. ``on_frontier`` marks
     the Pareto frontier of each task's quality (max) vs memory_gb (min) among
@@ -351,6 +367,8 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
 
     df["memory_gb"] = headline_memory(df)
+    if choose_points:
+        df = choose(df).reset_index(drop=True)
     df["on_frontier"] = frontier_flags(df)
     df = sort_rows(df, {"_task": df["task"].astype(str)})
     return df.reset_index(drop=True)[columns]

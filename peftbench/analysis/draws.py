@@ -1,5 +1,13 @@
-"""Bootstrap draws of each run's quality: resampled test items, or a fallback noise model for a
-run without per-item scores, and the seeds of an experiment resampled on top.
+"""Bootstrap draws of each run's quality: resampled test items, or the run's own stored interval
+for a run without per-item scores, and the seeds of an experiment resampled on top.
+
+Only measured noise gives an interval: a run's per-item scores, the 95% interval the run
+recorded (computed from its own items), or several seeds of an experiment. A single run with
+none of them (a published result: one seed, no per-item scores, no interval) is not resampled:
+its draws are its point value, and :mod:`peftbench.analysis.noise` gives it no interval, no
+P(frontier) and no verdict on leads (never "beyond noise"). An interval synthesised from the
+quality alone (e.g. Binomial(n, p) from a test-set size) is deliberately not used: it would say
+nothing about seed-to-seed variation and pretend a certainty the row does not carry.
 
 The building blocks of :mod:`peftbench.analysis.noise`; :class:`Bootstrap` and
 :class:`Fallback` are the options its callers pass.
@@ -17,8 +25,12 @@ import pandas as pd
 from peftbench.core.stats import resampled_means
 from peftbench.tasks.spec import TaskSpec
 
-#: Noise models, from the most to the least informed.
-NOISE_MODELS = ("items", "binomial", "normal", "none")
+#: Noise models of an experiment, from the most to the least informed: per-item scores, the
+#: runs' stored intervals, seeds alone, none (one run without either: no interval). A run has
+#: one of the first two or "none"; "seeds" is an experiment's when it has several runs.
+NOISE_MODELS = ("items", "normal", "seeds", "none")
+#: The noise model of an experiment whose noise cannot be judged.
+NO_NOISE = "none"
 
 _Z95 = 1.959963984540054
 
@@ -39,11 +51,9 @@ class Bootstrap:
 
 @dataclass(frozen=True)
 class Fallback:
-    """Noise of a row without per-item scores: ``Binomial(n, p) / n`` with n from ``n_col``
-    (for a quality that is a share of test items), else a normal read from the row's stored
-    95% interval ``ci_cols``, else none."""
+    """Noise of a run without per-item scores: a normal read from the run's stored 95% interval
+    ``ci_cols`` (None, or no stored interval: none)."""
 
-    n_col: str | None = None
     ci_cols: tuple[str, str] | None = None
 
 
@@ -53,9 +63,8 @@ NO_FALLBACK = Fallback()
 
 
 def task_fallback(spec: TaskSpec) -> Fallback:
-    """The fallback of a task's quality: binomial from ``test_n`` only for a proportion (a mean
-    similarity over test images is not one, so its ``test_n`` says nothing about its noise)."""
-    return Fallback(n_col="test_n" if spec.proportion else None, ci_cols=spec.ci_columns)
+    """The fallback of a task's quality: the run's stored interval of it."""
+    return Fallback(ci_cols=spec.ci_columns)
 
 
 def _item_draws(
@@ -95,16 +104,13 @@ def _fallback_draw(
     df: pd.DataFrame, position: int, value: float, fallback: Fallback, n_boot: int, rng: Any
 ) -> tuple[np.ndarray | float, str]:
     """Draws of one row without per-item scores, and its noise model."""
-    n = _cell(df, fallback.n_col, position)
     low, high = (np.nan, np.nan)
     if fallback.ci_cols is not None:
         low, high = (_cell(df, column, position) for column in fallback.ci_cols)
-    if n > 0 and 0.0 <= value <= 1.0:
-        return rng.binomial(int(n), value, size=n_boot) / int(n), "binomial"
     if not np.isnan(low) and not np.isnan(high) and high >= low:
         # A 95% interval read as +-1.96 standard deviations of a normal.
         return value + rng.standard_normal(n_boot) * (high - low) / (2 * _Z95), "normal"
-    return value, "none"
+    return value, NO_NOISE
 
 
 def row_quality_draws(
@@ -121,7 +127,7 @@ def row_quality_draws(
     """
     point = pd.to_numeric(df[quality], errors="raise").to_numpy(dtype=float, na_value=np.nan)
     draws = np.full((len(df), options.n_boot), np.nan)
-    models = ["none"] * len(df)
+    models = [NO_NOISE] * len(df)
     counts = [0] * len(df)
     vectors: dict[int, np.ndarray] = {}
     for position, label in enumerate(df.index):

@@ -102,6 +102,11 @@ SHARED: dict[str, Column] = _columns(
     Column("train_loss_final", "final train loss",
            "Mean training loss of the last logging window.",
            direction="min", axis_title="Final training loss"),
+    Column("search_point", "grid point",
+           "The point of the experiment's search grid chosen on validation quality "
+           "(e.g. lr=0.001); empty without a grid."),
+    Column("search_size", "grid points", "Points in the experiment's search grid.",
+           integer=True),
     Column("lr", "lr", "Learning rate of the optimizer.", axis_title="Learning rate"),
     Column("max_steps", "steps", "Optimizer steps.", integer=True),
     Column("config_hash", "config hash",
@@ -152,16 +157,20 @@ TABLE: dict[str, Column] = _columns(
            "Test items per run behind the bootstrap (0: no per-item scores).", integer=True),
     Column("noise", "noise model",
            "How quality noise is resampled: items (the task's per-item scores, paired across "
-           "experiments), binomial (a quality that is a share of test items, from it and test "
-           "n), normal (from the run's stored 95% interval), none."),
+           "experiments), normal (from the run's stored 95% interval), seeds (several runs, "
+           "nothing else), none (one run without per-item scores or an interval, e.g. a "
+           "published result: no interval, no P(frontier), and no lead involving it is judged "
+           "within or beyond noise)."),
     # The interval columns of the frontier tables are named after the quality: <quality>_low.
     Column("quality_low", "low",
-           "Lower end of the 95% bootstrap interval of the quality (test items and seeds)."),
+           "Lower end of the 95% bootstrap interval of the quality (test items and seeds); "
+           "n/a: no interval (one run without per-item scores)."),
     Column("quality_high", "high", "Upper end of the 95% bootstrap interval."),
     Column("missing", "missing",
            "Objectives with no value; such an experiment is never on the frontier."),
     Column("frontier_prob", "P(frontier)",
-           f"Share of {_N_BOOT} bootstrap draws in which the experiment is on the frontier."),
+           f"Share of {_N_BOOT} bootstrap draws in which the experiment is on the frontier; "
+           "n/a for an experiment whose noise is unknown (noise model none)."),
     Column("next", "next",
            "The next frontier experiment by quality (the next cheaper trade-off)."),
     Column("lead", "lead", "Quality difference to the next frontier experiment."),
@@ -174,6 +183,15 @@ TABLE: dict[str, Column] = _columns(
     Column("within_noise", "within noise",
            f"Lead within noise: P(better) below {_THRESHOLD:.0%}. Its extra cost may buy "
            "nothing."),
+    Column("lead_verdict", "lead verdict",
+           "within noise, beyond noise, or cannot be judged: one of the two experiments has no "
+           "measured noise (one run without per-item scores, e.g. published), so its lead is "
+           "a difference of single values."),
+    Column("score", "score",
+           "Which score the quality column holds: the summary column of this run's rows it was "
+           "read from (e.g. test_accuracy_published, our runs scored by the published suite's "
+           "rule, whenever published rows are in the same table or chart), or published result "
+           "for published rows."),
     Column("pareto_rank", "Pareto rank",
            "Non-dominated sorting over all listed objectives at once: 1 = not dominated, 2 = "
            "dominated only by rank 1, ...; empty when an objective is missing.", integer=True),

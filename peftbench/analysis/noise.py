@@ -3,8 +3,10 @@ noise is resampled (a bootstrap over test items and seeds).
 
 :func:`frontier_probability` is generic (any quality column, any objectives); how rows without
 per-item scores are resampled is a :class:`~peftbench.analysis.draws.Fallback`, and
-:func:`task_frontier` reads it from a task's spec (a share of test items is binomial; any other
-quality uses its stored interval).
+:func:`task_frontier` reads it from a task's spec (the run's stored interval of its quality).
+An experiment without measured noise (one run, no per-item scores, no stored interval: a
+published result) gets no interval, no P(frontier), and every lead that involves it is
+"cannot be judged", never "beyond noise".
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 from peftbench.analysis.draws import (
     DEFAULT_BOOTSTRAP,
     NO_FALLBACK,
+    NO_NOISE,
     NOISE_MODELS,
     Bootstrap,
     Fallback,
@@ -37,7 +40,10 @@ from peftbench.tasks.spec import TaskSpec
 # The options and noise models are part of this module's interface.
 __all__ = [
     "NOISE_MODELS",
+    "NO_INTERVAL",
+    "NO_NOISE",
     "RESULT_COLUMNS",
+    "VERDICTS",
     "DEFAULT_BOOTSTRAP",
     "NO_FALLBACK",
     "Bootstrap",
@@ -61,7 +67,14 @@ RESULT_COLUMNS = [
     "lead_prob",
     "intervals_overlap",
     "within_noise",
+    "lead_verdict",
 ]
+
+#: ``lead_verdict`` of a frontier experiment with a next one: its lead is within noise, beyond
+#: noise, or cannot be judged (one of the two has no measured noise).
+VERDICTS = ("within noise", "beyond noise", "cannot be judged")
+#: What tables and charts show instead of the interval of an experiment without noise.
+NO_INTERVAL = "no interval: 1 run, no per-item scores"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +116,9 @@ def _group_positions(df: pd.DataFrame, group_cols: list[str]) -> dict[tuple, lis
 
 
 def _best_noise(rows: _Rows, positions: Sequence[int]) -> str:
-    return min((rows.models[p] for p in positions), key=NOISE_MODELS.index)
+    """The experiment's noise model: its best run's, or "seeds" for several runs without one."""
+    best = min((rows.models[p] for p in positions), key=NOISE_MODELS.index)
+    return "seeds" if best == NO_NOISE and len(positions) > 1 else best
 
 
 def _summarise_group(
@@ -119,7 +134,7 @@ def _summarise_group(
         record.update(zip(rows.columns, values[complete].mean(axis=0), strict=True))
         draws = seed_draws(complete, values, rows.draws, q, rng) * rows.sign
         return _Group(record, draws, None)
-    record.update(n_items=0, noise="none")
+    record.update(n_items=0, noise=NO_NOISE)
     absent = [c for i, c in enumerate(rows.columns) if np.isnan(values[positions, i]).all()]
     # Every objective is measured by some seed, just never all by the same seed.
     record["missing"] = ",".join(absent) or ",".join(
@@ -164,8 +179,15 @@ def _add_frontier_shares(
             quality_draws[group_index] = draws
     for group_index, group in enumerate(groups):
         draws = quality_draws.get(group_index, group.partial_quality)
-        if draws is not None:
-            low[group_index], high[group_index] = np.quantile(draws, [tail, 1.0 - tail])
+        if draws is None:
+            continue
+        if group.record["noise"] == NO_NOISE:
+            # Its draws are its point value: a zero-width interval and a P(frontier) of 0 or 1
+            # would claim a certainty one unrepeated run without item scores cannot give.
+            if group.draws is not None:
+                probability[group_index] = np.nan
+            continue
+        low[group_index], high[group_index] = np.quantile(draws, [tail, 1.0 - tail])
     result[f"{quality}_low"], result[f"{quality}_high"] = low, high
     result["frontier_prob"] = probability
     return quality_draws
@@ -199,6 +221,7 @@ def _add_leads(
         result[column] = np.nan
     result["intervals_overlap"] = pd.array([pd.NA] * len(result), dtype="boolean")
     result["within_noise"] = pd.array([pd.NA] * len(result), dtype="boolean")
+    result["lead_verdict"] = pd.Series([None] * len(result), dtype=object)
     tail = (1.0 - options.level) / 2.0
     # Frontier experiments best first; among equal quality, the cheaper first (other
     # objectives in the order given), then by group key so the order is deterministic.
@@ -213,10 +236,14 @@ def _add_leads(
         .index.tolist()
     )
     for current, following in zip(order, order[1:], strict=False):
-        difference = quality_draws[current] - quality_draws[following]
-        lead_prob = float((difference > 0).mean())
         result.at[current, "next"] = " / ".join(str(result.at[following, c]) for c in group_cols)
         result.at[current, "lead"] = result.at[current, quality] - result.at[following, quality]
+        if NO_NOISE in (result.at[current, "noise"], result.at[following, "noise"]):
+            # The lead is a difference of point values; how much of it is noise is unknown.
+            result.at[current, "lead_verdict"] = VERDICTS[2]
+            continue
+        difference = quality_draws[current] - quality_draws[following]
+        lead_prob = float((difference > 0).mean())
         result.at[current, "lead_low"], result.at[current, "lead_high"] = np.quantile(
             difference, [tail, 1.0 - tail]
         )
@@ -225,6 +252,7 @@ def _add_leads(
             result.at[current, f"{quality}_low"] <= result.at[following, f"{quality}_high"]
         )
         result.at[current, "within_noise"] = lead_prob < options.threshold
+        result.at[current, "lead_verdict"] = VERDICTS[0 if lead_prob < options.threshold else 1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,9 +302,12 @@ def frontier_probability(
     estimates), ``frontier_prob`` (share of draws on the frontier) and, for frontier
     experiments, the comparison with the next frontier experiment by quality (``next``):
     ``lead`` (quality difference), ``lead_low`` / ``lead_high``, ``lead_prob`` (share of
-    draws where it is strictly better; exact ties count as not better), ``intervals_overlap``
-    and ``within_noise`` (``lead_prob < options.threshold``), all <NA> where there is no next
-    one. Rows: complete experiments by quality descending, then the partly measured ones.
+    draws where it is strictly better; exact ties count as not better), ``intervals_overlap``,
+    ``within_noise`` (``lead_prob < options.threshold``) and ``lead_verdict`` (one of
+    :data:`VERDICTS`), all <NA> where there is no next one. An experiment whose ``noise`` is
+    "none" (one run without item scores or a stored interval) has no interval and a NaN
+    ``frontier_prob``; a lead involving it has only ``lead``, and the verdict "cannot be
+    judged". Rows: complete experiments by quality descending, then the partly measured ones.
     """
     check_objectives(objectives)
     quality = _quality_of(objectives, quality)

@@ -26,7 +26,6 @@ from typing import Any
 from peftbench.analysis.families import method_family
 from peftbench.analysis.glossary import task_columns
 from peftbench.core.config import ConfigError
-from peftbench.core.stats import wilson_interval
 from peftbench.tasks import registry
 from peftbench.tasks.spec import PublishedFormat, TaskSpec
 
@@ -189,8 +188,12 @@ def _validation_means(validation: list[dict], fmt: PublishedFormat) -> dict[str,
 def _task_metrics(
     spec: TaskSpec, fmt: PublishedFormat, final: dict[str, float | None], validation: list[dict]
 ) -> dict[str, Any]:
-    """The task's own columns of a published row: quality (with a Wilson interval when it is a
-    share of a known number of test items), side effect, last validation value."""
+    """The task's own columns of a published row: quality, side effect, last validation value,
+    and the number of test items behind the quality where the format says.
+
+    No interval: a published result is one run without per-item scores, and an interval
+    derived from its quality alone (a Wilson interval from the test-set size) would ignore
+    seed-to-seed variation and make comparisons look settled that one run cannot settle."""
     quality = final[fmt.quality_key]
     values: dict[str, Any] = {spec.quality.name: quality}
     if fmt.side_effect_key is not None:
@@ -199,9 +202,6 @@ def _task_metrics(
         values[spec.valid_final] = _finite(validation[-1][fmt.valid_key])
     if quality is not None and fmt.test_n is not None:
         values["test_n"] = fmt.test_n
-        if spec.proportion:
-            low, high = wilson_interval(round(quality * fmt.test_n), fmt.test_n)
-            values.update(zip(spec.ci_columns, (low, high), strict=True))
     return values
 
 

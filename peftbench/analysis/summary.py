@@ -34,6 +34,7 @@ from peftbench.analysis.predicted import PREDICTED_COLUMN, Predictions
 from peftbench.analysis.published import SOURCE_PUBLISHED, PublishedImport
 from peftbench.core.io import atomic_path
 from peftbench.core.layout import run_dir
+from peftbench.core.search import base_experiment
 from peftbench.tasks import registry
 
 SOURCE_THIS_RUN = "this run"
@@ -186,7 +187,10 @@ def add_predictions(table: pd.DataFrame, predictions: Mapping[tuple[str, str], A
         return
     this_run = table["source"] == SOURCE_THIS_RUN
     keys = zip(table["task"], table["experiment"], this_run, strict=True)
-    table[PREDICTED_COLUMN] = [predictions.get((t, e)) if own else None for t, e, own in keys]
+    # The estimate predicts an experiment once; every point of its grid gets that prediction.
+    table[PREDICTED_COLUMN] = [
+        predictions.get((t, base_experiment(e))) if own else None for t, e, own in keys
+    ]
 
 
 def build_summary(
@@ -225,27 +229,37 @@ def read_summary(path: Path | str) -> pd.DataFrame:
     return normalize(table)
 
 
-def item_scores(folder: Path | str, task: str) -> np.ndarray | None:
+def item_scores(folder: Path | str, task: str, comparable: bool = False) -> np.ndarray | None:
     """Per-test-item scores of one run of ``task`` (in the test set's fixed order), or None.
 
     Each line of the task's item file (its spec's ``item_file``, one JSON line per scored
-    test item) scored by its spec's ``item_score`` (e.g. 0/1 correctness, or a similarity).
-    None when the file is not there or is empty (a failed run, or results copied without
-    their per-item files).
+    test item) scored by its spec's ``item_score`` (e.g. 0/1 correctness, or a similarity), or
+    with ``comparable`` by ``published.comparable_item_score`` (the published suite's rule, see
+    :mod:`peftbench.analysis.comparable`). None when the file is not there or is empty (a failed
+    run, or results copied without their per-item files), when ``comparable`` and the task has
+    no such scorer, or when any line lacks that score (a run older than it): a vector partly of
+    another score would be resampled as if it were this one.
     """
     spec = registry.get(task)
+    if not comparable:
+        scorer = spec.item_score
+    else:
+        scorer = spec.published.comparable_item_score if spec.published is not None else None
     path = Path(folder) / spec.item_file
-    if not path.is_file():
+    if scorer is None or not path.is_file():
         return None
     with open(path, encoding="utf-8") as handle:
-        scores = [spec.item_score(json.loads(line)) for line in handle if line.strip()]
-    return np.asarray(scores) if scores else None
+        scores = [scorer(json.loads(line)) for line in handle if line.strip()]
+    if not scores or any(score is None for score in scores):
+        return None
+    return np.asarray(scores, dtype=float)
 
 
 def table_item_scores(
-    table: pd.DataFrame, results_root: Path | str | None
+    table: pd.DataFrame, results_root: Path | str | None, comparable: bool = False
 ) -> dict[Any, np.ndarray]:
-    """Item scores of this run's rows of ``table`` keyed by row label (see ``item_scores``)."""
+    """Item scores of this run's rows of ``table`` keyed by row label (see ``item_scores``):
+    of the task's own quality, or with ``comparable`` of its published-compatible score."""
     scores: dict[Any, np.ndarray] = {}
     if results_root is None:
         return scores
@@ -253,7 +267,7 @@ def table_item_scores(
         if row.get("source") != SOURCE_THIS_RUN or pd.isna(row.get("seed")):
             continue
         folder = run_dir(results_root, row["task"], row["experiment"], row["seed"])
-        found = item_scores(folder, row["task"])
+        found = item_scores(folder, row["task"], comparable)
         if found is not None:
             scores[label] = found
     return scores

@@ -2,6 +2,8 @@
 per experiment) and the Pareto rank over several objectives at once.
 
 Tasks are read through their specs (quality, side effect, noise fallback); nothing here renders.
+Where a task's published rows are in the table, this run's rows are scored the way the published
+suite scores (:mod:`peftbench.analysis.comparable`), so one score is compared.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from peftbench.analysis.comparable import SCORE_COLUMN, items_for, shows_published, with_score
 from peftbench.analysis.frontier import pareto_rank
 from peftbench.analysis.glossary import direction
 from peftbench.analysis.noise import DEFAULT_BOOTSTRAP, Bootstrap, task_frontier
@@ -61,12 +64,13 @@ def experiment_frontier(
     never on the frontier. ``objectives`` defaults to the task's quality (max) and ``x`` in
     its own direction (min unless the glossary says otherwise). Adds the experiment's method,
     family, source, key settings, failed seeds, the mean of the cost columns and of the
-    measured memory figures over its successful seeds, and its predicted memory (a property of
-    the experiment, so kept for a failed one too).
+    measured memory figures over its successful seeds, its predicted memory (a property of
+    the experiment, so kept for a failed one too) and which score its quality is
+    (:data:`~peftbench.analysis.comparable.SCORE_COLUMN`; rows without one hold their own).
     """
     quality = spec.quality.name
     objectives = dict(objectives or {quality: "max", x: direction(x) or "min"})
-    data = rows.copy()
+    data = rows.copy() if SCORE_COLUMN in rows.columns else with_score(rows, spec, False)
     failed = data["status"] != "success"
     for column in objectives:
         data[column] = pd.to_numeric(data[column], errors="coerce").astype("float64")
@@ -81,7 +85,7 @@ def experiment_frontier(
         if c in ok.columns and c not in objectives
     ]
     means = ok.groupby("experiment", sort=False)[costs].mean()
-    labels = ["task", "source", "method", "family", "key_settings"]
+    labels = ["task", "source", "method", "family", "key_settings", SCORE_COLUMN]
     if PREDICTED_COLUMN in first.columns and PREDICTED_COLUMN not in objectives:
         labels.append(PREDICTED_COLUMN)
     result = result.join(first[labels], on="experiment")
@@ -97,21 +101,28 @@ def task_frontiers(
     task: str,
     items: Mapping[Any, np.ndarray] | None = None,
     *,
+    comparable_items: Mapping[Any, np.ndarray] | None = None,
     options: Bootstrap = DEFAULT_BOOTSTRAP,
 ) -> dict[str, pd.DataFrame]:
     """Noise-aware frontier per cost axis (:data:`AXES`) of one task, both sources stacked.
 
     Each source is resampled on its own: published and this run's results come from
-    different test sets and hardware, so one never dominates the other.
+    different test sets and hardware, so one never dominates the other. When the task has
+    published rows, this run's rows are scored as published (the ``score`` column says so)
+    and resampled with ``comparable_items``, their per-item scores of that score (``items``
+    are of our own score; without ``comparable_items`` such rows have no item bootstrap).
     """
     spec = registry.get(task)
+    as_published = shows_published(summary, task)
     out = {}
     for axis, column in AXES.items():
         parts = []
         for source in SOURCES:
             rows = summary[(summary["task"] == task) & (summary["source"] == source)]
             if not rows.empty:
-                parts.append(experiment_frontier(rows, column, spec, items, options=options))
+                rows = with_score(rows, spec, as_published)
+                chosen = items_for(rows, spec, items, comparable_items)
+                parts.append(experiment_frontier(rows, column, spec, chosen, options=options))
         out[axis] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return out
 
@@ -121,11 +132,12 @@ def multi_objective_table(summary: pd.DataFrame, task: str) -> pd.DataFrame:
 
     Objectives: the task's quality (max) and every cost of :func:`cost_objectives` that has
     at least one value in the task (min); point estimates (mean over successful seeds).
-    Ranked within each source.
+    Ranked within each source; with published rows, this run's quality is scored as published.
     """
     spec = registry.get(task)
     quality = spec.quality.name
     rows = summary[(summary["task"] == task) & (summary["status"] == "success")]
+    rows = with_score(rows, spec, shows_published(summary, task))
     objectives = {quality: "max"}
     objectives |= {c: d for c, d in cost_objectives(spec).items() if rows[c].notna().any()}
     parts = []

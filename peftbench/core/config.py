@@ -28,6 +28,34 @@ class ConfigError(ValueError):
     """A bad value in a config or experiment file; the message names the file and the field."""
 
 
+#: Base-model dtypes: the floating-point ones every task loads, and the published suite's
+#: quantized ones (QLoRA through bitsandbytes, :mod:`peftbench.core.quant`), which only a task
+#: whose model loading calls that module accepts (its spec's ``dtype`` key: :func:`dtype_key`).
+FLOAT_DTYPES = ("float32", "bfloat16", "float16", "auto")
+QUANTIZED_DTYPES = ("int8", "int4")
+
+#: The optimizer factories of peftbench.core.optim.
+OPTIMIZER_TYPES = ("AdamW", "lora+", "lora-fa", "riemannian")
+
+
+def dtype_key(quantized: bool) -> TrainingKey:
+    """The ``dtype`` training key; ``quantized``: with the int8/int4 base models too (a task
+    whose base-model loading goes through :func:`peftbench.core.quant.load_kwargs`)."""
+    names = FLOAT_DTYPES + (QUANTIZED_DTYPES if quantized else ())
+    text = "float32 | bfloat16 | float16 | auto (bf16 on CUDA, fp32 on CPU)"
+    if quantized:
+        text += " | int8 | int4 (a bitsandbytes-quantized base, QLoRA)"
+    return TrainingKey((str,), text, choices=frozenset(names))
+
+
+#: Training keys of the published suite that an experiment file may set although no task
+#: default does. ``model_id``: the suite names the base model in every folder; here the task
+#: config's ``base_model`` does, and the pre-flight check (peftbench.core.validate) accepts the
+#: key only where it names that model.
+EXPERIMENT_ONLY_KEYS: dict[str, TrainingKey] = {
+    "model_id": TrainingKey((str,), "the published suite's base model id: must be the task's"),
+}
+
 #: The training keys every task shares; a task adds its own (``TaskSpec.training_keys``) and the
 #: checks below read the merged table (:func:`training_table`). Each task's config schema lists
 #: the same keys with the same bounds (tests/core/test_config.py keeps them in step).
@@ -42,16 +70,14 @@ TRAINING_KEYS: dict[str, TrainingKey] = {
     "log_steps": TrainingKey(
         (int,), "training loss is averaged and logged every N steps", "positive"
     ),
-    "dtype": TrainingKey(
-        (str,),
-        "float32 | bfloat16 | float16 | auto (bf16 on CUDA, fp32 on CPU)",
-        choices=frozenset({"float32", "bfloat16", "float16", "auto"}),
-    ),
+    "dtype": dtype_key(quantized=False),
     "autocast_adapter_dtype": TrainingKey(
         (bool,), "keep adapter weights in fp32 when the base is bf16"
     ),
     "optimizer_type": TrainingKey(
-        (str,), "AdamW | lora+ | lora-fa", choices=frozenset({"AdamW", "lora+", "lora-fa"})
+        (str,),
+        "AdamW | lora+ | lora-fa | riemannian (PEFT's optimizers for LoRA adapters)",
+        choices=frozenset(OPTIMIZER_TYPES),
     ),
     "optimizer_kwargs": TrainingKey(
         (dict,), "passed to the optimizer factory (lr, weight_decay, ...)"
@@ -73,7 +99,7 @@ TRAINING_KEYS: dict[str, TrainingKey] = {
 }
 
 #: Bounds of the numeric ``optimizer_kwargs`` every optimizer factory of peftbench.core.optim
-#: shares (AdamW's, and LoRA+'s own); which keys an optimizer takes at all is checked against
+#: shares (AdamW's, and LoRA+'s and the Riemannian optimizer's own); which keys an optimizer takes at all is checked against
 #: its signature (peftbench.core.preflight), since that needs torch.
 OPTIMIZER_BOUNDS = {
     "lr": "positive",
@@ -82,6 +108,7 @@ OPTIMIZER_BOUNDS = {
     "loraplus_lr_ratio": "positive",
     "loraplus_lr_embedding": "non_negative",
     "loraplus_weight_decay": "non_negative",
+    "reg": "non_negative",
 }
 
 _BOUND_TEXT = {"positive": "> 0", "non_negative": ">= 0", "fraction": ">= 0 and < 1"}
@@ -120,12 +147,18 @@ def validate_training_params(
 
     ``table``: the task's keys (:func:`training_table`; by default the shared ones only).
     ``known``: the keys this task uses (its defaults' keys); by default every key of ``table``.
+    A key of ``table`` that may be null may be left out of the defaults (it is then null), and
+    the keys of :data:`EXPERIMENT_ONLY_KEYS` are accepted too: both are what the published
+    suite's folders set beyond a task's defaults.
     """
     table = TRAINING_KEYS if table is None else table
     known = table.keys() if known is None else known
     problems = []
     for key, value in params.items():
-        if key not in known or key not in table:
+        if key in EXPERIMENT_ONLY_KEYS:
+            problems += _check_value(EXPERIMENT_ONLY_KEYS[key], key, value, source)
+            continue
+        if key not in table or (key not in known and not _nullable(table[key])):
             listed = sorted(k for k in known if k in table)
             hint = did_you_mean(key, listed)
             problems.append(
@@ -134,6 +167,10 @@ def validate_training_params(
             continue
         problems += _check_value(table[key], key, value, source)
     return problems
+
+
+def _nullable(spec: TrainingKey) -> bool:
+    return type(None) in spec.types
 
 
 def _is_number(value: Any) -> bool:

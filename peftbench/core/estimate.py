@@ -55,6 +55,7 @@ from peftbench.core.layout import ARCHITECTURES
 from peftbench.core.memtrack import CATEGORIES, TensorAccountant
 from peftbench.core.metaexec import MetaValues, gpu_attention, wrap_adapter
 from peftbench.core.optim import Updater, make_optimizer, make_scheduler
+from peftbench.core.quant import is_quantized
 
 #: What the predicted GPU run uses for dtype "auto" (a run picks bf16 on CUDA).
 GPU = torch.device("cuda")
@@ -211,7 +212,17 @@ def estimate_experiment(
     estimate = MemoryEstimate(experiment)
     root = Path(task_cfg["experiments_dir"])
     try:
-        params = effective_params(task_cfg["training"], root, experiment, table)
+        params = effective_params(
+            task_cfg["training"], root, experiment, table, task_cfg.get("training_merge", "deep")
+        )
+        if is_quantized(params["dtype"]):
+            # bitsandbytes' packed weights, quantization state and dequantization buffers are
+            # not modelled: a prediction at the unquantized size would be far off.
+            estimate.error = (
+                f"not estimated: a quantized base model (dtype {params['dtype']}) is not modelled"
+            )
+            estimate.seconds = time.perf_counter() - started
+            return estimate
         arch = probe.architecture(task_cfg)
         model, note = wrap_adapter(probe, arch, params, device, root / experiment)
         notes = [note] if note else []

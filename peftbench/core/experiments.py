@@ -11,6 +11,7 @@ explicit: the method folder ``full-finetuning`` (as in the published suite) or a
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import os
 import re
@@ -18,12 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from peftbench.core import preflight
+from peftbench.core import preflight, search
 from peftbench.core.config import (
     ConfigError,
     deep_merge,
     did_you_mean,
     read_json_object,
+    training_table,
     validate_training_params,
 )
 from peftbench.core.layout import BASE_METHOD, BASE_NAME
@@ -185,22 +187,96 @@ def training_problems(
     )
 
 
+#: How an experiment's training_params.json combines with the task's defaults (task config key
+#: ``training_merge``): "deep" merges nested objects key by key, so overriding
+#: ``optimizer_kwargs.lr`` keeps the default weight decay; "shallow" replaces whole top-level
+#: values, as the published suite does (its folders were tuned that way).
+MERGE_MODES = ("deep", "shallow")
+
+
+def merge_training(
+    defaults: Mapping[str, Any], overrides: Mapping[str, Any], merge: str = "deep"
+) -> dict[str, Any]:
+    """``defaults`` updated by ``overrides`` under ``merge`` (see :data:`MERGE_MODES`)."""
+    if merge == "deep":
+        return deep_merge(defaults, overrides)
+    if merge == "shallow":
+        return copy.deepcopy({**defaults, **overrides})
+    raise ConfigError(f"training_merge: {merge!r} is not one of {', '.join(MERGE_MODES)}")
+
+
+def _overrides(root: Path | str, experiment: str) -> tuple[Path, dict[str, Any]]:
+    path = Path(root) / experiment / TRAINING_PARAMS
+    return path, (read_json_object(path) if path.exists() else {})
+
+
+def search_space(
+    root: Path | str,
+    experiment: str,
+    task_search: Mapping[str, Any] | None,
+    table: Mapping[str, TrainingKey],
+) -> search.Space:
+    """The grid of ``experiment`` (``method/name``): its training_params.json's ``search``
+    (``{}`` opts out), else the task's (config ``<task>.search``) without the keys the file
+    sets itself (an explicit value is never overridden by a default grid); none for the base
+    run."""
+    if experiment == BASE_EXPERIMENT:
+        return []
+    path, overrides = _overrides(root, experiment)
+    if search.SEARCH_KEY in overrides:
+        return search.parse_space(overrides[search.SEARCH_KEY], str(path), table)
+    space = search.parse_space(task_search or {}, f"{search.SEARCH_KEY} (task config)", table)
+    return [(key, values) for key, values in space if not search.sets(overrides, key)]
+
+
+def run_ids(
+    root: Path | str,
+    experiment: str,
+    task_search: Mapping[str, Any] | None,
+    table: Mapping[str, TrainingKey],
+    points: str = "all",
+) -> list[str]:
+    """The runs of ``experiment``: ``method/name@point`` per grid point (``points``: all, or
+    the middle one, :data:`peftbench.core.search.POINT_MODES`), or ``method/name``."""
+    method, _, name = experiment.partition("/")
+    space = search_space(root, experiment, task_search, table)
+    return [f"{method}/{run}" for run in search.run_names(name, space, points)]
+
+
 def effective_params(
     defaults: Mapping[str, Any],
     root: Path | str,
     experiment: str,
     table: Mapping[str, TrainingKey] | None = None,
+    merge: str = "deep",
+    task_search: Mapping[str, Any] | None = None,
+    points: str = "all",
 ) -> dict[str, Any]:
-    """Task defaults deep-merged with the experiment's overrides, validated against ``table``
-    (the task's training keys, :func:`peftbench.core.config.training_table`).
+    """Task defaults merged (``merge``, :data:`MERGE_MODES`) with the experiment's overrides,
+    validated against ``table`` (the task's training keys,
+    :func:`peftbench.core.config.training_table`). ``experiment`` may name a grid point
+    (``method/name@point``, see :mod:`peftbench.core.search`): its values are set last; with
+    ``points`` "middle", an experiment named without a point runs its grid's middle point.
 
     Raises ConfigError listing every problem, each naming the file and the key.
     """
-    path = Path(root) / experiment / TRAINING_PARAMS
-    overrides = read_json_object(path) if path.exists() else {}
+    folder = search.base_experiment(experiment)
+    label = search.split_run_name(experiment.partition("/")[2])[1]
+    path, overrides = _overrides(root, folder)
+    # Where the grid comes from, for messages about one of its points.
+    grid = "its search" if search.SEARCH_KEY in overrides else "the task's search (config)"
+    overrides = {k: v for k, v in overrides.items() if k != search.SEARCH_KEY}
     # A task's defaults name the keys it uses: a math-only key in an image experiment is a typo.
     problems = validate_training_params(overrides, str(path), known=defaults.keys(), table=table)
-    merged = deep_merge(defaults, overrides)
+    merged = merge_training(defaults, overrides, merge)
+    if (label is not None or points == "middle") and not problems:
+        space = search_space(root, folder, task_search, table or training_table())
+        if label is not None:
+            merged = search.apply_point(merged, search.point_assignment(space, label, str(path)))
+            path = f"{path} at point {label} of {grid}"
+        elif space:
+            merged = search.apply_point(merged, search.middle_point(space))
+            path = f"{path} at the middle point of {grid}"
     if not problems:
         # The defaults passed the same checks (rules/common.smk), so what fails now comes from
         # this file, alone or together with a default (lora-fa without its `r`).
@@ -215,15 +291,20 @@ def file_problems(
     experiment: str,
     defaults: Mapping[str, Any],
     table: Mapping[str, TrainingKey] | None = None,
+    merge: str = "deep",
+    task_search: Mapping[str, Any] | None = None,
+    points: str = "all",
 ) -> list[str]:
     """Every problem of one experiment that shows without a model: its folder, then (once the
-    folder is sound) its adapter config and its training parameters merged over ``defaults``."""
+    folder is sound) its adapter config and its training parameters merged over ``defaults``,
+    at every point of its search grid that runs (``points``)."""
     problems = check_folder(root, experiment)
     if problems:
         return problems
     problems = check_adapter_config(root, experiment)
     try:
-        effective_params(defaults, root, experiment, table)
+        for run in run_ids(root, experiment, task_search, table or training_table(), points):
+            effective_params(defaults, root, run, table, merge, task_search, points)
     except ConfigError as exc:
         problems += str(exc).splitlines()
     return problems

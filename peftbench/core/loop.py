@@ -97,18 +97,22 @@ def train(
     validate: Callable[[int], Mapping[str, float] | None] | None = None,
     progress: bool = True,
     checkpoint_dir: Path | None = None,
+    empty_cache: Callable[[], None] | None = None,
 ) -> TrainStats:
     """Train the trainable parameters of ``model`` in place for ``params['max_steps']``
     optimizer steps of ``grad_accumulation_steps`` batches each.
 
     Keys of ``params``: ``max_steps``, ``log_steps``, the optimizer's and schedule's (see
     :mod:`peftbench.core.optim`), and optionally ``grad_accumulation_steps`` (1),
-    ``grad_norm_clip`` (0: none), ``eval_steps`` (0: only at the end) and ``checkpoint_steps``.
-    ``validate(step)`` runs every ``eval_steps`` and at the end; what it returns (if anything)
-    is added to ``valid_curve``. With ``checkpoint_dir`` and ``checkpoint_steps > 0``, a
-    resumable checkpoint is saved every N steps, and one found there at the start is resumed
-    from: on CPU the resumed run ends with exactly the numbers of an uninterrupted one. The
-    folder is removed when training ends well, unless ``keep_checkpoints``.
+    ``grad_norm_clip`` (0: none), ``eval_steps`` (0: only at the end), ``checkpoint_steps`` and
+    ``empty_cache_steps`` (0: never; N: ``empty_cache()`` after every N-th step, its validation
+    included, as the published math suite does every 10 steps; by default the CUDA caching
+    allocator's, a no-op without CUDA). ``validate(step)`` runs every ``eval_steps`` and at the
+    end; what it returns (if anything) is added to ``valid_curve``. With ``checkpoint_dir`` and
+    ``checkpoint_steps > 0``, a resumable checkpoint is saved every N steps, and one found there
+    at the start is resumed from: on CPU the resumed run ends with exactly the numbers of an
+    uninterrupted one. The folder is removed when training ends well, unless
+    ``keep_checkpoints``.
     """
     optimizer = make_optimizer(model, params)
     scheduler = make_scheduler(optimizer, params)
@@ -116,6 +120,8 @@ def train(
     max_steps, accum = params["max_steps"], params.get("grad_accumulation_steps", 1)
     eval_steps = params.get("eval_steps", 0)
     every = params.get("checkpoint_steps", 0) if checkpoint_dir is not None else 0
+    empty_every = params.get("empty_cache_steps", 0)
+    empty_cache = empty_cache or empty_device_cache
     stats, window, first = TrainStats(), [], 1
     accounted = accounted_step(step_fn, max_steps, accum)
     if every and (Path(checkpoint_dir) / CHECKPOINT).exists():
@@ -164,6 +170,8 @@ def train(
                 stats.valid_curve.append({"step": step, **values})
             model.train()
             tracker.reset()
+        if empty_every and step % empty_every == 0:
+            empty_cache()
         if every and step % every == 0 and step < max_steps:
             _save_checkpoint(
                 Path(checkpoint_dir), step, model, optimizer, scheduler, stats, window, step_fn
@@ -175,6 +183,12 @@ def train(
     if checkpoint_dir is not None and not params.get("keep_checkpoints", False):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is through: not needed
     return stats
+
+
+def empty_device_cache() -> None:
+    """Hand the CUDA caching allocator's unused blocks back to the device. A no-op on a CPU:
+    ``torch.cuda.empty_cache`` does nothing while CUDA is not initialised."""
+    torch.cuda.empty_cache()
 
 
 def accounted_step(step_fn: Step, max_steps: int, accum: int = 1) -> int:

@@ -13,8 +13,10 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 
 
 def make_optimizer(model: torch.nn.Module, params: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, or PEFT's LoRA+ / LoRA-FA optimizers (which need
-    the PEFT model itself)."""
+    """AdamW over the trainable parameters, or PEFT's LoRA+ / LoRA-FA / Riemannian optimizers
+    (which need the PEFT model itself). LoRA+ and the Riemannian optimizer wrap AdamW, as in the
+    published suite; the Riemannian one preconditions the LoRA factors' gradients (it raises a
+    ValueError for a model without LoRA A/B pairs, which the pre-flight check reports)."""
     kwargs = dict(params["optimizer_kwargs"])
     kind = params["optimizer_type"]
     if kind == "lora+":
@@ -25,6 +27,10 @@ def make_optimizer(model: torch.nn.Module, params: Mapping[str, Any]) -> torch.o
         from peft.optimizers import create_lorafa_optimizer
 
         return create_lorafa_optimizer(model, **kwargs)
+    if kind == "riemannian":
+        from peft.optimizers import create_riemannian_optimizer
+
+        return create_riemannian_optimizer(model, optimizer_cls=torch.optim.AdamW, **kwargs)
     trainable = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(trainable, **kwargs)
 

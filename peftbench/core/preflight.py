@@ -56,6 +56,14 @@ def optimizer_parameters(optimizer_type: str) -> dict[str, inspect.Parameter]:
         own = dict(inspect.signature(create_lorafa_optimizer).parameters)
         own.pop("model", None)
         return own
+    if optimizer_type == "riemannian":
+        # Its own keywords (lr, required; reg) and, through **kwargs, AdamW's, which it wraps.
+        from peft.optimizers import create_riemannian_optimizer
+
+        own = dict(inspect.signature(create_riemannian_optimizer).parameters)
+        for name in ("model", "optimizer_cls", "kwargs"):
+            own.pop(name, None)
+        return {**adamw, **own}
     return {}
 
 
@@ -163,6 +171,38 @@ def _type_hints(cls: type) -> dict[str, Any]:
         return {f.name: Any for f in dataclasses.fields(cls)}
 
 
+@cache
+def _defaults_elsewhere() -> dict[str, list[Any]]:
+    """Field name -> the JSON form of its default in each PEFT config class that has it."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    found: dict[str, list[Any]] = {}
+    for cls in set(PEFT_TYPE_TO_CONFIG_MAPPING.values()):
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                continue
+            found.setdefault(f.name, []).append(default)
+    return found
+
+
+def _foreign_default(key: str, value: Any) -> bool:
+    """Whether ``key`` is a field of another PEFT config class and ``value`` its default there.
+
+    save_pretrained writes every field of the peft version that saved the config: the published
+    suite's C3A, UniLoRA and OFT configs carry ``exclude_modules: null``, ``fan_in_fan_out:
+    false`` or ``rank_pattern: {}``, fields this peft version's class lacks. peft drops such a key
+    (with a warning) and so does the run; at its usual default it asks for nothing, whereas a
+    misspelled key (``lora_alhpa``) is a field of no class and stays an error."""
+    return any(
+        value == default and type(value) is type(default)
+        for default in _defaults_elsewhere().get(key, ())
+    )
+
+
 def peft_config_problems(data: Mapping[str, Any], source: str) -> list[str]:
     """Problems of an adapter config whose ``peft_type`` is known: keys that are not fields of
     its PEFT config class (closest field suggested), values of the wrong type, an empty
@@ -175,6 +215,8 @@ def peft_config_problems(data: Mapping[str, Any], source: str) -> list[str]:
     hints = _type_hints(cls)
     problems = []
     for key, value in data.items():
+        if key not in fields and _foreign_default(key, value):
+            continue  # what another peft version writes for an option left alone
         if key not in fields:
             problems.append(
                 f"{source}: unknown key '{key}'{did_you_mean(key, fields)} (not a field of "
@@ -195,7 +237,7 @@ def peft_config_problems(data: Mapping[str, Any], source: str) -> list[str]:
         # repeat in the run's log, where they belong.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cls(**{k: v for k, v in data.items() if fields[k].init})
+            cls(**{k: v for k, v in data.items() if k in fields and fields[k].init})
     except Exception as exc:  # noqa: BLE001 - PEFT raises many types; each is a finding
         return [f"{source}: {type(exc).__name__}: {exc}"]
     return []

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from peftbench.core.config import canonical_hash
+from peftbench.core.config import QUANTIZED_DTYPES, canonical_hash
 from peftbench.core.io import clear_dir, staged_dir, write_json
 
 # Defined in the torch-free layout module, which the analysis reads too.
@@ -58,8 +58,14 @@ def pick_device() -> torch.device:
 
 
 def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The torch dtype of the training ``dtype`` ``name`` on ``device``; for a quantized base
+    (int8/int4) the dtype of its unquantized parts (:func:`peftbench.core.quant.compute_dtype`)."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name in QUANTIZED_DTYPES:
+        from peftbench.core.quant import compute_dtype
+
+        return compute_dtype(device)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 

@@ -4,7 +4,7 @@ embedded model's pretraining and every fine-tuning of a task that tunes an LM)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -82,14 +82,21 @@ def lm_step(
     seed: int,
     pad_id: int,
     device: torch.device,
+    stream: Callable[[], Iterator[list[int]]] | None = None,
 ) -> Step:
-    """The loss of the next length-bucketed batch of encoded ``examples`` (its size: the
-    non-padding tokens). The batch order is a pure function of the seed, so a resumed run skips
+    """The loss of the next batch of encoded ``examples`` (its size: the non-padding tokens).
+    Batches come from ``stream()``, by default the seeded length-bucketed shuffle
+    (:func:`batch_stream`); a stream is a pure function of its arguments, so a resumed run skips
     what was already consumed."""
     lengths = [len(e["input_ids"]) for e in examples]
-    batches = batch_stream(lengths, params["batch_size"], params["bucket_factor"], seed)
-    # A second stream with the same seed tells the padded size of any batch ahead of time.
-    replay = batch_stream(lengths, params["batch_size"], params["bucket_factor"], seed)
+    if stream is None:
+
+        def stream() -> Iterator[list[int]]:
+            return batch_stream(lengths, params["batch_size"], params["bucket_factor"], seed)
+
+    batches = stream()
+    # A second copy of the stream tells the padded size of any batch ahead of time.
+    replay = stream()
     costs: list[int] = []
 
     def batch_cost(n: int) -> int:

@@ -3,20 +3,33 @@
 Runs while Snakemake builds the DAG (rules/common.smk), after the file checks of
 ``experiments`` (malformed files, unknown or mistyped keys). It catches what needs the model:
 target modules that do not exist, method constraints such as block sizes that must divide a
-layer's width, adapters with nothing to train. Each adapter wraps a copy of the base architecture
-built on the *meta* device, so checking a 3B-parameter model allocates no memory for weights.
+layer's width, adapters with nothing to train, token indices outside the vocabulary, an
+optimizer that does not fit the adapter (the Riemannian one needs LoRA factors), training keys
+of the published suite that name another base model or another kind of adapter. Each adapter
+wraps a copy of the base architecture built on the *meta* device, so checking a 3B-parameter
+model allocates no memory for weights; a method whose setup the meta device cannot run is
+checked another way or, at worst, skipped with a note (peftbench.core.metacheck), never
+rejected for it. A hub model's architecture comes from the repository, a local folder or the
+Hugging Face cache (peftbench.core.offline), so the check runs offline.
+
+Notes (what was checked another way, what was ignored) are printed to stderr, one line each,
+or collected by the caller (``validate_task(..., notes=[])``).
 """
 
 from __future__ import annotations
 
+import copy
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.core.config import ConfigError
-from peftbench.core.experiments import ADAPTER_CONFIG, effective_params
+from peftbench.core import kvprefix, offline, quant
+from peftbench.core.config import ConfigError, read_json_object
+from peftbench.core.experiments import ADAPTER_CONFIG, TRAINING_PARAMS, effective_params
 from peftbench.tasks.spec import TrainingKey
 
 #: Warnings that wrapping a weight-less copy of the model raises and that ask nothing of the user
@@ -67,6 +80,14 @@ def check_local_data(data_cfg: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+@dataclass
+class Findings:
+    """What the check of one experiment found: problems (each rejects it) and notes."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def check_experiment(
     model: Any,
     root: Path,
@@ -74,51 +95,151 @@ def check_experiment(
     defaults: dict[str, Any],
     table: Mapping[str, TrainingKey] | None = None,
 ) -> list[str]:
-    """Problems of one experiment; ``model`` is a fresh meta-device base model (it gets wrapped)."""
-    with quiet_meta_checks():
-        return _check_experiment(model, root, experiment, defaults, table)
-
-
-def _check_experiment(
-    model: Any,
-    root: Path,
-    experiment: str,
-    defaults: dict[str, Any],
-    table: Mapping[str, TrainingKey] | None,
-) -> list[str]:
-    from peftbench.core.runs import wrap_peft
-
-    folder = Path(root) / experiment
-    try:
-        params = effective_params(defaults, root, experiment, table)
-    except ConfigError as exc:
-        return str(exc).splitlines()
-    if not (folder / ADAPTER_CONFIG).exists():
-        return []
-    import copy
-
-    import torch
-
+    """Problems of one experiment; ``model`` is a fresh meta-device base model (copies of it
+    get wrapped)."""
     pristine = copy.deepcopy(model)  # meta tensors: no memory
+    task_cfg = {"training": defaults, "experiments_dir": str(root)}
+    with quiet_meta_checks():
+        return examine(lambda: copy.deepcopy(pristine), task_cfg, experiment, table).problems
+
+
+def examine(
+    factory: Callable[[], Any],
+    task_cfg: Mapping[str, Any],
+    experiment: str,
+    table: Mapping[str, TrainingKey] | None = None,
+) -> Findings:
+    """Problems and notes of one experiment of ``task_cfg`` (its ``training`` defaults,
+    ``experiments_dir``, ``training_merge`` and ``base_model``); ``factory()`` builds a fresh
+    meta-device base model (one per wrapping attempt)."""
+    root = Path(task_cfg["experiments_dir"])
+    folder = root / experiment
+    found = Findings()
     try:
-        # Adapter weights on the meta device too: checking a VeRA or LoRA adapter of a
-        # 4B-parameter model must not allocate gigabytes while the DAG is built.
-        with torch.device("meta"):
-            wrapped, _ = wrap_peft(model, folder, params)
-    except RuntimeError as exc:
-        if "meta" not in str(exc):
-            return [f"{folder / ADAPTER_CONFIG}: {type(exc).__name__}: {exc}"]
-        # Some methods need real values to build (BOFT's butterfly permutations call .item()):
-        # their adapter weights are then allocated on the CPU, the base model stays on meta.
-        try:
-            wrapped, _ = wrap_peft(pristine, folder, params)
-        except Exception as exc2:  # noqa: BLE001 - PEFT raises many types; each is a finding
-            return [f"{folder / ADAPTER_CONFIG}: {type(exc2).__name__}: {exc2}"]
-    except Exception as exc:  # noqa: BLE001 - PEFT raises many types; each is a finding
-        return [f"{folder / ADAPTER_CONFIG}: {type(exc).__name__}: {exc}"]
-    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+        params = effective_params(
+            task_cfg["training"], root, experiment, table, task_cfg.get("training_merge", "deep")
+        )
+    except ConfigError as exc:
+        found.problems += str(exc).splitlines()
+        return found
+    overrides = _overrides(folder)
+    source = _sources(folder, overrides)
+    _model_id(params.get("model_id"), task_cfg, source("model_id"), found)
+    found.problems += quant.problems(params["dtype"], source("dtype"))
+    adapter_path = folder / ADAPTER_CONFIG
+    adapter = read_json_object(adapter_path) if adapter_path.exists() else None
+    found.problems += kvprefix.adapter_problems(
+        params.get(kvprefix.KEY), adapter, source(kvprefix.KEY), str(adapter_path)
+    )
+    if found.problems:
+        return found
+    if adapter is None:
+        from peftbench.core.runs import wrap_peft
+
+        model = wrap_peft(factory(), None, params)[0]
+        found.problems += _optimizer_problems(model, params, source("optimizer_type"))
+        return found
+    from peftbench.core.metacheck import wrap
+
+    wrapped = wrap(factory, folder, params)
+    if wrapped.problem is not None:
+        exc = wrapped.problem
+        found.problems.append(f"{adapter_path}: {type(exc).__name__}: {exc}")
+        return found
+    if wrapped.model is None:
+        # Only a check that was not made is worth a note: the fallbacks that wrap the adapter
+        # after all (peftbench.core.metacheck.STAGES) check it as exactly as the meta device.
+        found.notes.append(f"{adapter_path}: {wrapped.note}")
+        return found
+    trainable = sum(p.numel() for p in wrapped.model.parameters() if p.requires_grad)
     if trainable == 0:
-        return [f"{folder / ADAPTER_CONFIG}: the adapter has no trainable parameters"]
+        found.problems.append(
+            f"{adapter_path}: the adapter has no trainable parameters on this base model (a "
+            "rank or size as large as its layers' width leaves nothing to train)"
+        )
+        return found
+    found.problems += _token_problems(wrapped.model, adapter, str(adapter_path))
+    found.problems += _optimizer_problems(wrapped.model, params, source("optimizer_type"))
+    return found
+
+
+def _overrides(folder: Path) -> dict[str, Any]:
+    path = folder / TRAINING_PARAMS
+    return read_json_object(path) if path.exists() else {}
+
+
+def _sources(folder: Path, overrides: Mapping[str, Any]) -> Callable[[str], str]:
+    """Where a training key's effective value comes from: the experiment's file, or the task
+    defaults it is merged with."""
+
+    def source(key: str) -> str:
+        path = folder / TRAINING_PARAMS
+        if key in overrides:
+            return str(path)
+        return f"{path if path.exists() else folder} (the task default training.{key})"
+
+    return source
+
+
+def _model_id(value: Any, task_cfg: Mapping[str, Any], source: str, found: Findings) -> None:
+    """The published suite's ``model_id`` training key: ignored where it names the task's base
+    model (or an embedded default, which stands in for whatever hub model a folder names),
+    an error otherwise."""
+    if value is None or "base_model" not in task_cfg:
+        return
+    expected = offline.hub_model_id(task_cfg)
+    if expected is None:
+        found.notes.append(
+            f"{source}: 'model_id' {value!r} ignored: the embedded base model stands in for it"
+        )
+        return
+    local = Path(expected).expanduser()
+    if value == expected or (local.is_dir() and local.as_posix().endswith("/" + value)):
+        return
+    found.problems.append(
+        f"{source}: 'model_id' {value!r} is not this task's base model {expected!r} "
+        f"({offline.MODEL_FIELD}): the experiment was written for another model; remove the key "
+        f"to run it on {expected}, or run it with a config whose base model is {value}"
+    )
+
+
+def _token_problems(model: Any, adapter: Mapping[str, Any], source: str) -> list[str]:
+    """Token indices of trainable-token layers (TRAINABLE_TOKENS, or LoRA's
+    ``trainable_token_indices``) outside the embedding they train: on meta tensors an index is
+    never looked up, so only this check stops an IndexError at the first training step."""
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    key = "token_indices" if adapter.get("peft_type") == "TRAINABLE_TOKENS" else None
+    problems = []
+    for name, module in model.named_modules():
+        if not isinstance(module, TrainableTokensLayer) or getattr(module, "tied_adapter", None):
+            continue
+        base = module.get_base_layer()
+        size = getattr(base, "num_embeddings", None) or base.weight.shape[0]
+        for indices in module.token_indices.values():
+            outside = sorted({int(i) for i in indices if not 0 <= int(i) < size})
+            if outside:
+                field_name = key or "trainable_token_indices"
+                problems.append(
+                    f"{source}: '{field_name}' {outside} outside the vocabulary of {name} "
+                    f"({size} tokens: 0 to {size - 1})"
+                )
+    return problems
+
+
+def _optimizer_problems(model: Any, params: Mapping[str, Any], source: str) -> list[str]:
+    """The optimizer built over the wrapped model, as the run builds it (on meta tensors it
+    allocates nothing): LoRA-FA and the Riemannian optimizer need LoRA factors."""
+    from peftbench.core.metacheck import lacks_meta_support
+    from peftbench.core.optim import make_optimizer
+
+    try:
+        make_optimizer(model, params)
+    except Exception as exc:  # noqa: BLE001 - each optimizer raises its own types
+        if lacks_meta_support(exc):
+            return []
+        kind = params["optimizer_type"]
+        return [f"{source}: optimizer_type {kind!r}: {type(exc).__name__}: {exc}"]
     return []
 
 
@@ -127,17 +248,41 @@ def validate_task(
     experiments: list[str],
     build_meta_model: Callable[[dict[str, Any]], Any],
     table: Mapping[str, TrainingKey] | None = None,
+    notes: list[str] | None = None,
+    where: str | None = None,
 ) -> list[str]:
     """One message per problem, each naming the file and the field.
 
     ``build_meta_model(task_cfg)``: the task's module an adapter wraps, on the meta device (the
     spec's ``meta_model`` module provides it, so this module never names a task); ``table``:
-    the task's training keys.
+    the task's training keys; ``notes``: where notes go (default: printed to stderr);
+    ``where``: the config file(s) and task section that set the base model, for the message
+    when its architecture cannot be read.
     """
     problems = check_local_data(task_cfg["data"])
-    root = Path(task_cfg["experiments_dir"])
+    task_cfg, source_note = offline.with_local_architecture(task_cfg)
+    told = [source_note] if source_note else []
+    model_id = offline.hub_model_id(task_cfg)
+    on_hub = model_id is not None and not Path(model_id).expanduser().is_dir()
     with quiet_meta_checks():  # building the meta model may warn too
+        try:
+            # Only a model read from the hub asks whether the hub answers.
+            with offline.cache_only_when_unreachable() if on_hub else nullcontext():
+                pristine = build_meta_model(task_cfg)
+        except Exception as exc:
+            if not on_hub or not offline.is_hub_failure(exc):
+                raise
+            where = where or f"the config of the task of {task_cfg['experiments_dir']}"
+            return problems + [
+                offline.missing_architecture(model_id, where, offline.hub_reachable(), exc)
+            ]
         for experiment in experiments:
-            model = build_meta_model(task_cfg)
-            problems += check_experiment(model, root, experiment, task_cfg["training"], table)
+            found = examine(lambda: copy.deepcopy(pristine), task_cfg, experiment, table)
+            problems += found.problems
+            told += found.notes
+    if notes is None:
+        for note in told:
+            print(f"peftbench pre-flight note: {note}", file=sys.stderr)
+    else:
+        notes += told
     return problems

@@ -42,8 +42,12 @@ CURVES_CAPTION = (
 
 #: What every trade-off chart shares; ``{detail}`` says what the task's quality is.
 COMMON_CAPTION = (
-    "Quality is the task's test metric{detail}. Error bars: 95% bootstrap interval over test "
-    "items (and seeds where there are several). The dashed step line joins the Pareto frontier "
+    "Quality is the task's test metric{detail}; with published rows on the chart, this run's "
+    "rows hold the task's published-compatible score where it records one (scored by the "
+    "published suite's rule; the axis title says so). Error bars: 95% bootstrap interval over "
+    "test items (and seeds where there are several); a single run without per-item scores (a "
+    "published result) has no bar and no share, and no lead involving it is judged within or "
+    "beyond noise. The dashed step line joins the Pareto frontier "
     "(nothing else is both better and cheaper); each frontier point is labelled with the share "
     "of bootstrap draws in which it stays on the frontier, and a dashed ring with ≈ marks a "
     "point whose quality lead over the next (cheaper) frontier point is within noise: the extra "

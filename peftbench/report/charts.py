@@ -14,25 +14,25 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from peftbench.analysis.comparable import SCORE_COLUMN
 from peftbench.analysis.families import method_colors
 from peftbench.analysis.frontier import Direction
 from peftbench.analysis.glossary import axis_title, direction, fraction_columns, side_effect_columns
+from peftbench.analysis.noise import NO_NOISE
 from peftbench.analysis.summary import SOURCE_PUBLISHED, SOURCE_THIS_RUN, families_of
+from peftbench.report.frontier_text import (
+    lead_text,
+    point_label,
+    quality_text,
+    score_title,
+    subtitle_lines,
+)
 
 _title = axis_title
 
 
-def interval_text(value: Any, low: Any, high: Any) -> str:
-    """A value with its interval, e.g. ``0.412 [0.381, 0.444]``; "" when the value is missing."""
-    if pd.isna(value):
-        return ""
-    if pd.isna(low) or pd.isna(high):
-        return f"{value:.3f}"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
-
-
 def _interval_layer(
-    base: alt.Chart, x_enc: alt.X, y: str, y_scale: alt.Scale, color: alt.Color, **mark: Any
+    base: alt.Chart, x_enc: alt.X, y_title: str, y_scale: alt.Scale, color: alt.Color, **mark: Any
 ) -> alt.Chart:
     """Error bars from ``y_low`` to ``y_high`` (interval columns of the data)."""
     return (
@@ -41,7 +41,7 @@ def _interval_layer(
         .encode(
             x=x_enc,
             # The same scale as the points: a rule's y otherwise defaults to including zero.
-            y=alt.Y("y_low:Q", title=_title(y), scale=y_scale),
+            y=alt.Y("y_low:Q", title=y_title, scale=y_scale),
             y2="y_high:Q",
             color=color,
         )
@@ -83,7 +83,7 @@ def _base_layers(
 SOURCE_SHAPES: dict[str, str] = {SOURCE_THIS_RUN: "circle", SOURCE_PUBLISHED: "triangle-up"}
 
 
-def _tooltip_fields(y: str) -> list[tuple[str, str, str, str | None]]:
+def _tooltip_fields(y_title: str) -> list[tuple[str, str, str, str | None]]:
     """(column, vega-lite type, title, d3 format) of the tooltips, where the data has them."""
     costs = [
         ("train_memory_gb", ".3f"),
@@ -96,11 +96,12 @@ def _tooltip_fields(y: str) -> list[tuple[str, str, str, str | None]]:
         ("experiment", "nominal", "Experiment", None),
         ("family", "nominal", "Family", None),
         ("source", "nominal", "Source", None),
-        ("quality_text", "nominal", f"{_title(y)} [95% interval]", None),
+        ("quality_text", "nominal", f"{y_title} [95% interval]", None),
         ("frontier_prob", "quantitative", "P(on frontier)", ".0%"),
         ("lead_text", "nominal", "Lead over next frontier point", None),
         ("n_seeds", "quantitative", "Seeds", None),
         ("noise", "nominal", "Noise model", None),
+        (SCORE_COLUMN, "nominal", "Score", None),
         *((column, "quantitative", _title(column), fmt) for column, fmt in costs),
         ("key_settings", "nominal", "Key settings", None),
     ]
@@ -127,16 +128,6 @@ def _overlap(a: pd.Series, b: pd.Series) -> bool:
     return bool(len(a) and len(b) and a.min() <= b.max() and b.min() <= a.max())
 
 
-def _lead_text(row: pd.Series) -> str:
-    if pd.isna(row.get("lead")):
-        return ""
-    verdict = "within noise" if bool(row.get("within_noise")) else "beyond noise"
-    return (
-        f"+{row['lead']:.3f} [{row['lead_low']:.3f}, {row['lead_high']:.3f}] over "
-        f"{row['next']}, P(better) {row['lead_prob']:.0%}: {verdict}"
-    )
-
-
 def _frontier_data(table: pd.DataFrame, x: str, y: str, log_x: bool) -> pd.DataFrame:
     """Rows to draw, with flag columns that select each layer's subset."""
     data = table.copy()
@@ -149,22 +140,19 @@ def _frontier_data(table: pd.DataFrame, x: str, y: str, log_x: bool) -> pd.DataF
     data["is_base"] = (data["family"] == "base").to_numpy()
     data["has_x"] = data[x].notna().to_numpy()
     # The bootstrap interval, under the names the shared interval layer reads; a row without
-    # a noise model (no item scores, test count or stored interval) has none, not a zero-width
+    # measured noise (one run, no item scores or stored interval) has none, not a zero-width
     # one.
-    noisy = data["noise"] != "none" if "noise" in data.columns else True
+    noise = data["noise"] if "noise" in data.columns else pd.Series("", index=data.index)
+    noisy = noise != NO_NOISE
     data["y_low"], data["y_high"] = data[f"{y}_low"].where(noisy), data[f"{y}_high"].where(noisy)
     data["has_interval"] = (data["y_low"].notna() & data["y_high"].notna()).to_numpy()
     data["quality_text"] = [
-        interval_text(v, lo, hi)
-        for v, lo, hi in zip(data[y], data["y_low"], data["y_high"], strict=True)
+        quality_text(v, lo, hi, n)
+        for v, lo, hi, n in zip(data[y], data["y_low"], data["y_high"], noise, strict=True)
     ]
-    data["lead_text"] = [_lead_text(row) for _, row in data.iterrows()]
+    data["lead_text"] = [lead_text(row) for _, row in data.iterrows()]
     data["within_noise_flag"] = data["within_noise"].fillna(False).astype(bool).to_numpy()
-    data["label"] = [
-        f"{row['experiment']} · {row['frontier_prob']:.0%}"
-        + (" ≈" if row["within_noise_flag"] else "")
-        for _, row in data.iterrows()
-    ]
+    data["label"] = [point_label(row) for _, row in data.iterrows()]
     data["method_key"] = [
         method_key(m, f) for m, f in zip(data["method"], data["family"], strict=True)
     ]
@@ -175,7 +163,7 @@ def _frontier_data(table: pd.DataFrame, x: str, y: str, log_x: bool) -> pd.DataF
     for _, rows in frontier.groupby("source"):
         ordered = rows.sort_values([x, y]).index
         data.loc[ordered[1::2], "label_below"] = True
-    keep = {c for c, *_ in _tooltip_fields(y)} | {
+    keep = {c for c, *_ in _tooltip_fields("")} | {
         "label_below",
         x,
         y,
@@ -200,19 +188,20 @@ def _frontier_layers(
     x_dir: Direction,
     colors: Mapping[str, str],
     log_x: bool,
+    y_title: str,
 ) -> list[alt.Chart]:
     """Layers of one trade-off panel (one or both sources)."""
     x_scale = alt.Scale(type="log") if log_x else alt.Scale(zero=False, padding=16)
     x_enc = alt.X(f"{x}:Q", title=_title(x), scale=x_scale)
     y_scale = _quality_scale(data, y)
-    y_enc = alt.Y(f"{y}:Q", title=_title(y), scale=y_scale)
+    y_enc = alt.Y(f"{y}:Q", title=y_title, scale=y_scale)
     color = alt.Color("method_key:N", title="Method (family · method)", scale=_color_scale(colors))
     shape = alt.Shape(
         "source:N",
         title="Source",
         scale=alt.Scale(domain=list(SOURCE_SHAPES), range=list(SOURCE_SHAPES.values())),
     )
-    fields = _tooltip_fields(y)
+    fields = _tooltip_fields(y_title)
     tooltips = [
         alt.Tooltip(field=f, type=t, title=title, **({} if fmt is None else {"format": fmt}))
         for f, t, title, fmt in fields
@@ -220,12 +209,13 @@ def _frontier_layers(
     ]
     for column in (x, y):
         if column not in {c for c, *_ in fields} and column in data.columns:
-            tooltips.append(alt.Tooltip(f"{column}:Q", title=_title(column), format=".4~g"))
+            title = y_title if column == y else _title(column)
+            tooltips.append(alt.Tooltip(f"{column}:Q", title=title, format=".4~g"))
     base = alt.Chart(data)
     layers = []
     if data["has_interval"].any():
         layers.append(
-            _interval_layer(base, x_enc, y, y_scale, color, opacity=0.55, strokeWidth=1.5)
+            _interval_layer(base, x_enc, y_title, y_scale, color, opacity=0.55, strokeWidth=1.5)
         )
     return [
         *layers,
@@ -283,7 +273,10 @@ def frontier_chart(
     ``method``, ``family`` and ``source`` ("this run" | "published"). Error bars are the
     bootstrap intervals; frontier points are joined by a step line and labelled with how
     often they are on the frontier; a dashed ring (and "≈" in the label) marks a frontier
-    point whose lead over the next one is within noise. Published rows are triangles; when
+    point whose lead over the next one is within noise. An experiment without measured noise
+    (one run, no per-item scores: published rows) has no bar and no share, and its leads are
+    not judged. The y axis is titled by the score this run's rows hold (``score`` column: the
+    published-compatible score beside published rows). Published rows are triangles; when
     their ``x`` range does not overlap this run's (a different model or hardware), they get
     their own panel side by side (``layout="auto"``). ``colors`` maps :func:`method_key`
     values to colours, so every chart of one report uses the same colours. A positive ``x``
@@ -292,13 +285,9 @@ def frontier_chart(
     x_dir = x_dir or direction(x) or "min"
     log_x = _use_log(table.loc[table["family"] != "base", x])
     data = _frontier_data(table, x, y, log_x)
+    y_title = score_title(table, y)
     not_drawn = len(table) - len(data)
-    subtitle = [
-        "Bars: 95% bootstrap interval (test items and seeds). Label %: share of bootstrap draws "
-        "on the frontier. ≈ / dashed ring: lead over the next frontier point within noise.",
-    ]
-    if not_drawn:
-        subtitle.append(f"{not_drawn} experiment(s) not drawn: failed, or no value for this axis.")
+    subtitle = subtitle_lines(data, y_title, axis_title(y), not_drawn)
     sources = [s for s in SOURCE_SHAPES if (data["source"] == s).any()]
     if layout == "auto":
         layout = "overlay"
@@ -312,17 +301,14 @@ def frontier_chart(
         for source in sources:
             subset = data[data["source"] == source].reset_index(drop=True)
             log_panel = _use_log(subset.loc[~subset["is_base"], x])
-            panels.append(
-                alt.layer(*_frontier_layers(subset, x, y, x_dir, colors, log_panel)).properties(
-                    title=f"{source}", width=460, height=380
-                )
-            )
+            layers = _frontier_layers(subset, x, y, x_dir, colors, log_panel, y_title)
+            panels.append(alt.layer(*layers).properties(title=f"{source}", width=460, height=380))
         return (
             alt.hconcat(*panels)
             .resolve_scale(x="independent", y="independent", color="shared", shape="shared")
             .properties(title=title_params)
         )
-    return alt.layer(*_frontier_layers(data, x, y, x_dir, colors, log_x)).properties(
+    return alt.layer(*_frontier_layers(data, x, y, x_dir, colors, log_x, y_title)).properties(
         title=title_params, width=640, height=420
     )
 

@@ -1,7 +1,7 @@
 """The noise-aware frontier page of one task: for every cost axis, one sortable table row per
 experiment (quality with its bootstrap interval, P(frontier), lead over the next frontier
 experiment; beside the memory axis, the predicted and the measured memory), then the Pareto rank
-over several objectives at once."""
+over several objectives at once. With published rows, it says which score this run's rows hold."""
 
 from __future__ import annotations
 
@@ -10,26 +10,39 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from peftbench.analysis.comparable import SCORE_COLUMN
 from peftbench.analysis.glossary import info
 from peftbench.analysis.noise import DEFAULT_BOOTSTRAP, RESULT_COLUMNS
-from peftbench.analysis.summary import SOURCES
+from peftbench.analysis.summary import SOURCE_THIS_RUN, SOURCES
 from peftbench.analysis.tables import AXES, MEMORY_DETAIL_COLUMNS
 from peftbench.report.html import glossary_html, html_table, page_html, row_class
 from peftbench.tasks import registry
-from peftbench.tasks.spec import TaskSpec
+
+#: How runs without per-item scores are treated (published ones, usually).
+FALLBACK_NOISE = (
+    "Runs without per-item scores are resampled from their stored 95% interval (a normal) "
+    "where they have one. A single run with neither (published results: one seed, no per-item "
+    "scores; noise model none) has no interval and no P(frontier), and a lead that involves it "
+    "is not judged (lead verdict: cannot be judged): the difference of two single values says "
+    "nothing about noise."
+)
 
 
-def _fallback_noise(spec: TaskSpec) -> str:
-    """How runs without per-item scores (published ones, usually) are resampled."""
-    if spec.proportion:
-        return (
-            "Runs without per-item scores (published results) are resampled from their "
-            "quality (a share of test items) and test-set size (binomial)."
-        )
+def _score_note(frontiers: Mapping[str, pd.DataFrame], quality: str) -> str:
+    """Which score this run's rows hold, when it is not the quality itself (published rows
+    beside them); "" otherwise."""
+    scores: set[str] = set()
+    for table in frontiers.values():
+        if SCORE_COLUMN in table.columns and not table.empty:
+            ours = table.loc[table["source"] == SOURCE_THIS_RUN, SCORE_COLUMN].dropna()
+            scores |= set(ours) - {quality}
+    if not scores:
+        return ""
+    described = " ".join(f"{name} ({info(name)[0]}): {info(name)[1]}" for name in sorted(scores))
     return (
-        "Runs without per-item scores are resampled from their stored 95% interval (a "
-        "normal) where they have one, else not at all (published results without an "
-        "interval: noise model none)."
+        f"Published rows are shown, so this run's {quality} column holds its "
+        f"{', '.join(sorted(scores))} (column score), the score comparable with them. "
+        f"{described} Per-item scores and stored intervals of our own score do not apply to it."
     )
 
 
@@ -53,14 +66,17 @@ FRONTIER_COLUMNS = [
     "missing",
     "failed_seeds",
     "key_settings",
+    SCORE_COLUMN,
 ]
 
 
 def table_columns(axis: str, column: str, quality: str, table: pd.DataFrame) -> list[str]:
-    """The columns of one axis's table: :data:`FRONTIER_COLUMNS`; for the memory axis, the
-    predicted and measured memory figures (:data:`MEMORY_DETAIL_COLUMNS`) beside it, those that
-    ``table`` has a value of."""
+    """The columns of one axis's table: :data:`FRONTIER_COLUMNS` (the score only where it is
+    not the quality itself); for the memory axis, the predicted and measured memory figures
+    (:data:`MEMORY_DETAIL_COLUMNS`) beside it, those that ``table`` has a value of."""
     columns = [c.format(quality=quality, x=column) for c in FRONTIER_COLUMNS]
+    if SCORE_COLUMN not in table.columns or (table[SCORE_COLUMN] == quality).all():
+        columns.remove(SCORE_COLUMN)
     if axis == "memory":
         detail = [
             c
@@ -82,6 +98,7 @@ def frontier_page(
     """HTML page of the noise-aware frontier tables of one task (one section per axis)."""
     spec = registry.get(task)
     quality = spec.quality.name
+    score_note = _score_note(frontiers, quality)
     sections = [
         '<p class="caption">'
         + html.escape(
@@ -92,10 +109,12 @@ def frontier_page(
             "it is on the frontier; for frontier experiments, the lead over the next frontier "
             "experiment by quality and whether it is within noise. Beside the memory axis: "
             "the memory predicted for the experiment before any run and the measured figures. "
-            f"Rows sort by any column (click a header). {_fallback_noise(spec)}"
+            f"Rows sort by any column (click a header). {FALLBACK_NOISE}"
         )
         + "</p>"
     ]
+    if score_note:
+        sections.append(f'<p class="caption">{html.escape(score_note)}</p>')
     columns_used: list[str] = []
     for axis, column in AXES.items():
         table = frontiers.get(axis)

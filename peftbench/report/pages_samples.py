@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.core.layout import BASE_METHOD
-from peftbench.report.charts import interval_text
+from peftbench.report.frontier_text import interval_text
 from peftbench.report.html import page_html
 from peftbench.tasks import registry
 

@@ -78,6 +78,13 @@ class PublishedFormat:
     #: Summary column -> key of the validation entries whose mean over the run fills it (e.g.
     #: a throughput), for columns the format records per validation step only.
     validation_means: Mapping[str, str] = field(default_factory=dict)
+    #: Summary column (among the task's columns) holding this workflow's quality scored by the
+    #: published suite's rule, used beside published rows; None: the task's quality is the
+    #: published one already.
+    comparable_quality: str | None = None
+    #: Scorer of one item-file line under that rule (its per-item score); None for a line that
+    #: does not record it (a run older than the rule), or when the task has no such score.
+    comparable_item_score: Callable[[Mapping[str, Any]], float | None] | None = None
 
 
 @dataclass(frozen=True)

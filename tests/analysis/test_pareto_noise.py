@@ -227,7 +227,7 @@ def test_frontier_probability_seeds_widen_the_interval():
 def test_frontier_probability_fallback_noise_models():
     df = pd.DataFrame(
         {
-            "experiment": ["binomial", "normal", "fixed"],
+            "experiment": ["test-n-only", "normal", "fixed"],
             "acc": [0.5, 0.5, 0.5],
             "mem": [1.0, 2.0, 3.0],
             "test_n": [100, None, None],
@@ -235,20 +235,83 @@ def test_frontier_probability_fallback_noise_models():
             "test_accuracy_ci_high": [None, 0.6, None],
         }
     )
-    # A proportion's fallback: binomial from test_n, else its stored interval.
-    fallback = Fallback("test_n", ("test_accuracy_ci_low", "test_accuracy_ci_high"))
+    # Without per-item scores, only the run's stored interval is noise; a test-set size alone
+    # (a published accuracy) is not turned into a binomial interval.
+    fallback = Fallback(("test_accuracy_ci_low", "test_accuracy_ci_high"))
     result = frontier_probability(
         df, ACC_MEM, fallback=fallback, options=Bootstrap(n_boot=2000, seed=0)
     ).set_index("experiment")
     assert result["noise"].to_dict() == {
-        "binomial": "binomial",
+        "test-n-only": "none",
         "normal": "normal",
         "fixed": "none",
     }
-    # Binomial(100, 0.5) / 100: 95% of draws within about +-0.1.
-    assert result.loc["binomial", "acc_low"] == pytest.approx(0.40, abs=0.02)
+    assert result.loc["normal", "acc_low"] == pytest.approx(0.40, abs=0.02)
     assert result.loc["normal", "acc_high"] == pytest.approx(0.60, abs=0.02)
-    assert result.loc["fixed", "acc_low"] == result.loc["fixed", "acc_high"] == 0.5
+    # No noise: no interval (not a zero-width one) and no P(frontier).
+    for name in ("test-n-only", "fixed"):
+        assert np.isnan(result.loc[name, "acc_low"]) and np.isnan(result.loc[name, "acc_high"])
+        assert np.isnan(result.loc[name, "frontier_prob"])
+    assert result.loc["normal", "frontier_prob"] < 1.0  # its own noise: not always on top
+
+
+def test_single_runs_without_items_are_never_beyond_noise():
+    """One run, no per-item scores, no interval (a published row): its lead over a clearly
+    worse one, and any lead over it, is "cannot be judged", never "beyond noise"."""
+    df = pd.DataFrame(
+        {
+            "experiment": ["top", "middle", "bottom"],
+            "acc": [0.9, 0.5, 0.1],
+            "mem": [3.0, 2.0, 1.0],
+            "test_n": [1319, 1319, 1319],
+        }
+    )
+    result = frontier_probability(df, ACC_MEM, options=Bootstrap(n_boot=200)).set_index(
+        "experiment"
+    )
+    assert result["on_frontier"].all()
+    assert result.loc["top", "lead"] == pytest.approx(0.4)
+    for name in ("top", "middle"):
+        assert result.loc[name, "lead_verdict"] == "cannot be judged"
+        assert pd.isna(result.loc[name, "within_noise"])
+        assert np.isnan(result.loc[name, "lead_prob"]) and np.isnan(result.loc[name, "lead_low"])
+        assert pd.isna(result.loc[name, "intervals_overlap"])
+    assert pd.isna(result.loc["bottom", "lead_verdict"])  # no next one
+
+
+def test_a_lead_over_a_run_without_noise_cannot_be_judged():
+    """A measured experiment against an unmeasured one: one side's noise is unknown."""
+    df = pd.DataFrame(
+        {"experiment": ["measured", "unmeasured"], "acc": [0.9, 0.2], "mem": [2.0, 1.0]}
+    )
+    items = {0: correctness(1000, 900)}
+    result = frontier_probability(
+        df, ACC_MEM, items=items, options=Bootstrap(n_boot=200)
+    ).set_index("experiment")
+    assert result.loc["measured", "noise"] == "items"
+    assert result.loc["measured", "acc_low"] < 0.9 < result.loc["measured", "acc_high"]
+    assert result.loc["measured", "frontier_prob"] == 1.0
+    assert result.loc["measured", "lead_verdict"] == "cannot be judged"
+    assert np.isnan(result.loc["unmeasured", "frontier_prob"])
+
+
+def test_several_seeds_without_items_are_noise():
+    """Seeds measure noise too: several runs without per-item scores get a seed interval and
+    their leads are judged."""
+    df = pd.DataFrame(
+        {
+            "experiment": ["a", "a", "a", "b", "b", "b"],
+            "acc": [0.50, 0.60, 0.70, 0.40, 0.50, 0.60],
+            "mem": [2.0, 2.0, 2.0, 1.0, 1.0, 1.0],
+        }
+    )
+    result = frontier_probability(df, ACC_MEM, options=Bootstrap(n_boot=500)).set_index(
+        "experiment"
+    )
+    assert set(result["noise"]) == {"seeds"} and (result["n_seeds"] == 3).all()
+    assert result.loc["a", "acc_low"] < 0.6 < result.loc["a", "acc_high"]
+    assert result.loc["a", "lead_verdict"] == "within noise"
+    assert bool(result.loc["a", "within_noise"]) and 0 < result.loc["a", "lead_prob"] < 0.95
 
 
 def test_frontier_probability_seeded_and_pure():
@@ -295,8 +358,8 @@ def test_frontier_probability_failed_runs_and_errors():
 
 
 def test_task_frontier_noise_fallback_follows_the_task():
-    """An accuracy without items is binomial from test_n; a similarity (not a proportion,
-    though its test_n counts images) uses its stored interval, else no noise."""
+    """Without items, a run's stored interval of the task's quality is its noise; a test-set
+    size alone is not (an accuracy is not made binomial from it), whatever the task."""
     df = pd.DataFrame(
         {
             "experiment": ["with-ci", "without-ci", "items"],
@@ -318,10 +381,16 @@ def test_task_frontier_noise_fallback_follows_the_task():
         "items": "items",
     }
     assert result.loc["with-ci", "similarity_high"] == pytest.approx(0.6, abs=0.02)
-    assert result.loc["without-ci", "similarity_low"] == 0.6
+    assert np.isnan(result.loc["without-ci", "similarity_low"])
     assert result.loc["items", "n_items"] == 4
-    accuracy = df.rename(columns={"similarity": "test_accuracy"})
+    accuracy = df.rename(
+        columns={
+            "similarity": "test_accuracy",
+            "similarity_ci_low": "test_accuracy_ci_low",
+            "similarity_ci_high": "test_accuracy_ci_high",
+        }
+    )
     objectives = {"test_accuracy": "max", "train_memory_gb": "min"}
     result = task_frontier(accuracy, objectives, registry.get("math"), {}, options)
     result = result.set_index("experiment")
-    assert set(result["noise"]) == {"binomial"}
+    assert result["noise"].to_dict() == {"with-ci": "normal", "without-ci": "none", "items": "none"}

@@ -67,7 +67,8 @@ def test_metamathqa_units_and_interval(imported):
     assert row["status"] == "success" and row["error"] is None
     assert row["test_accuracy"] == pytest.approx(0.47839272175890827)
     assert row["test_n"] == GSM8K_TEST_N
-    assert row["test_accuracy_ci_low"] < row["test_accuracy"] < row["test_accuracy_ci_high"]
+    # One run without per-item scores: no interval is made up for it (e.g. Wilson from test_n).
+    assert row["test_accuracy_ci_low"] is None and row["test_accuracy_ci_high"] is None
     assert row["train_memory_gb"] == pytest.approx(22.29008896)  # GB = 1e9 bytes
     assert row["train_time_min"] == pytest.approx(942.3 / 60)
     assert row["file_size_mb"] == pytest.approx(36.715816)  # MB = 1e6 bytes

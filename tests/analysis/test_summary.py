@@ -179,6 +179,44 @@ def test_table_item_scores_uses_run_folders(tmp_path):
     assert table_item_scores(table, None) == {}
 
 
+def write_published(folder: Path, lines: list[tuple[str, str | None, bool | None]]) -> None:
+    """An item file whose lines hold our parse and, unless None, the published correctness."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "test_predictions.jsonl", "w") as handle:
+        for answer, parsed, published in lines:
+            item = {"query": "q", "answer": answer, "output": "o", "parsed": parsed}
+            if published is not None:
+                item["published_correct"] = published
+            handle.write(json.dumps(item) + "\n")
+
+
+def test_comparable_item_scores_are_the_published_correctness(tmp_path):
+    # Ours accepts "1,000"; the published rule does not: the two vectors differ on that item.
+    write_published(
+        tmp_path / "run", [("1000", "1,000", False), ("5", "5", True), ("3", "4", False)]
+    )
+    assert item_scores(tmp_path / "run", "math").tolist() == [1.0, 1.0, 0.0]
+    assert item_scores(tmp_path / "run", "math", comparable=True).tolist() == [0.0, 1.0, 0.0]
+    table = build_summary(local_results(), import_published({"math": FIXTURES}))
+    write_published(run_dir(tmp_path, "math", "lora/r8", 1), [("1", "1", True), ("2", "2", False)])
+    scores = table_item_scores(table, tmp_path, comparable=True)
+    (label,) = scores
+    assert table.loc[label, "experiment"] == "lora/r8" and table.loc[label, "seed"] == 1
+    assert scores[label].tolist() == [1.0, 0.0]
+
+
+def test_comparable_item_scores_are_never_mixed(tmp_path):
+    # A run older than the per-item published correctness, or partly so: nothing, not a mix.
+    write_published(tmp_path / "old", [("5", "5", None), ("3", "3", None)])
+    assert item_scores(tmp_path / "old", "math", comparable=True) is None
+    assert item_scores(tmp_path / "old", "math").tolist() == [1.0, 1.0]
+    write_published(tmp_path / "mixed", [("5", "5", True), ("3", "3", None)])
+    assert item_scores(tmp_path / "mixed", "math", comparable=True) is None
+    # The image task's similarity is the published score already: it has no second one.
+    write_similarity(tmp_path / "image", [0.5, 0.25])
+    assert item_scores(tmp_path / "image", "image", comparable=True) is None
+
+
 def test_curves_table():
     published = import_published({"math": FIXTURES})
     curves = curves_table(local_results()[:2], published)

@@ -1,16 +1,23 @@
 """Tests of ``peftbench advise`` (python -m peftbench advise)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from factories import make_base_result, make_result
 from paths import PUBLISHED, REPO
 
 from peftbench.analysis.published import import_published
-from peftbench.analysis.summary import build_summary, read_summary, write_summary_files
+from peftbench.analysis.summary import (
+    build_summary,
+    read_summary,
+    table_item_scores,
+    write_summary_files,
+)
 from peftbench.cli import advise, default_summary, main, results_root
 from peftbench.core.layout import run_dir
 
@@ -32,12 +39,19 @@ RUNS = {
     "oft/cheap": (vector(80, 3), 8, 1200),  # 0.400: clearly worse than small
     "full-finetuning/all": (vector(140, 4), 30, 3000),  # 0.700 but over a 20 GB budget
 }
+# The same runs scored by the published parser: lora/small beats lora/big by that rule.
+PUBLISHED_SCORES = {
+    "lora/big": 0.55,
+    "lora/small": 0.57,
+    "oft/cheap": 0.35,
+    "full-finetuning/all": 0.6,
+}
 
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    results = [make_base_result(test_accuracy=0.05, test_n=N)]
+    results = [make_base_result(test_accuracy=0.05, test_accuracy_published=0.04, test_n=N)]
     for experiment, (scores, memory_gb, time_s) in RUNS.items():
         method, name = experiment.split("/")
         results.append(
@@ -45,6 +59,7 @@ def results_dir(tmp_path_factory):
                 method,
                 name,
                 test_accuracy=float(scores.mean()),
+                test_accuracy_published=PUBLISHED_SCORES[experiment],
                 test_correct=int(scores.sum()),
                 test_n=N,
                 train_memory_peak_bytes=memory_gb * 10**9,
@@ -128,9 +143,113 @@ def test_advise_published_source(results_dir, capsys):
         str(results_dir / "summary.csv"),
     )
     assert code == 0
-    assert "Task math (published)" in out and "binomial noise" in out
-    assert "miss/llama-3.2-3B-default" in out
+    assert "Task math (published)" in out and "miss/llama-3.2-3B-default" in out
+    # One run each, no per-item scores: no interval, no P(frontier), nothing beyond noise.
+    assert "Test accuracy of single runs without per-item scores: no intervals" in out
+    assert "(no interval: 1 run, no per-item scores)" in out and "[95% CI]" not in out
+    assert "beyond noise" not in out and "WITHIN NOISE" not in out and "%" not in out
+    assert "Scores as published" in out and "--published-score" in out
     assert "1 failed run(s) left out: prompt_tuning/llama-3.2-3B-default" in out
+
+
+def test_advise_published_leads_cannot_be_judged(results_dir, tmp_path, capsys):
+    """Published rows far apart (0.9, 0.5, 0.1 on 1319 problems) are still single runs without
+    per-item scores: every lead is "noise cannot be judged", never "beyond noise"."""
+    summary = read_summary(results_dir / "summary.csv")
+    miss = summary[summary["experiment"] == "miss/llama-3.2-3B-default"].iloc[0]
+    rows = []
+    for name, accuracy, memory in [("top", 0.9, 30.0), ("mid", 0.5, 20.0), ("low", 0.1, 10.0)]:
+        row = miss.copy()
+        row["experiment"], row["test_accuracy"], row["train_memory_gb"] = (
+            f"lora/{name}",
+            accuracy,
+            memory,
+        )
+        rows.append(row)
+    published = pd.DataFrame(rows)
+    path = tmp_path / "summary.csv"
+    write_summary_files(published, csv_path=path)
+    code, out = run_advise(
+        capsys, "--max-memory-gb", "40", "--source", "published", "--summary", str(path)
+    )
+    assert code == 0
+    lines = [line for line in out.splitlines() if line[:2] in ("1 ", "2 ", "3 ")]
+    assert [line.split()[1] for line in lines] == ["lora/top", "lora/mid", "lora/low"]
+    assert "+0.400 over lora/mid: noise cannot be judged" in lines[0]
+    assert "+0.400 over lora/low: noise cannot be judged" in lines[1]
+    assert all(" n/a " in line for line in lines)  # P(frontier)
+    assert "beyond noise" not in out and "WITHIN NOISE" not in out
+    frontier, _, _ = advise(read_summary(path), "math", 40, source="published", n_boot=50)
+    assert set(frontier["noise"]) == {"none"} and frontier["test_accuracy_low"].isna().all()
+    assert frontier["lead_verdict"].tolist() == ["cannot be judged", "cannot be judged", None]
+
+
+def test_advise_published_score(results_dir, capsys):
+    """--published-score: this run's rows scored as the published rows are, so the two
+    advices compare; by that rule lora/small beats lora/big (by ours it is the reverse)."""
+    code, out = run_advise(
+        capsys,
+        "--max-memory-gb",
+        "20",
+        "--published-score",
+        "--summary",
+        str(results_dir / "summary.csv"),
+    )
+    assert code == 0
+    ranked = [line.split()[1] for line in out.splitlines() if line[:2] in ("1 ", "2 ", "3 ")]
+    assert ranked == ["lora/small", "oft/cheap"]
+    assert "Scores: this run's test_accuracy_published." in out and "0.570 (no interval" in out
+    # Our per-item scores are of our own parser: not used for the published-compatible score.
+    assert "test_accuracy_published, whose per-item scores are not recorded" in out
+    assert "beyond noise" not in out
+    assert "Reference: base/no-finetuning (no fine-tuning): test accuracy 0.040." in out
+    # Without the flag: our own score, as before (and no score line).
+    code, own = run_advise(
+        capsys, "--max-memory-gb", "20", "--summary", str(results_dir / "summary.csv")
+    )
+    assert "Scores:" not in own and own.splitlines()[4].split()[1] == "lora/big"
+
+
+@pytest.fixture(scope="module")
+def published_items_dir(results_dir, tmp_path_factory):
+    """The same runs, their item files recording the published rule's correctness too (as a
+    run writes it): as many correct items as test_accuracy_published says."""
+    root = tmp_path_factory.mktemp("published-items") / "results"
+    shutil.copytree(results_dir, root)
+    for experiment, share in PUBLISHED_SCORES.items():
+        path = run_dir(root, "math", experiment, 0) / "test_predictions.jsonl"
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        correct = vector(round(share * N), 10 + len(experiment))
+        with open(path, "w") as handle:
+            for line, published in zip(lines, correct, strict=True):
+                handle.write(json.dumps({**line, "published_correct": bool(published)}) + "\n")
+    return root
+
+
+def test_advise_published_score_resamples_the_published_items(published_items_dir, capsys):
+    """With the published rule's per-item correctness recorded, this run's rows scored as
+    published get an item-bootstrap interval, and their leads are judged against noise."""
+    summary = str(published_items_dir / "summary.csv")
+    code, out = run_advise(
+        capsys, "--max-memory-gb", "20", "--published-score", "--summary", summary
+    )
+    assert code == 0
+    ranked = [line for line in out.splitlines() if line[:2] in ("1 ", "2 ", "3 ")]
+    assert [line.split()[1] for line in ranked] == ["lora/small", "oft/cheap"]
+    assert "0.570 [" in ranked[0] and "no interval" not in out
+    assert f"over {N} test items (paired across methods)" in out
+    assert "whose per-item scores are not recorded" not in out
+    assert "over oft/cheap" in ranked[0] and "beyond noise" in ranked[0]
+    frontier, _, notes = advise(
+        read_summary(summary),
+        "math",
+        20,
+        published_score=True,
+        comparable_items=table_item_scores(read_summary(summary), published_items_dir, True),
+        n_boot=100,
+    )
+    assert set(frontier["noise"]) == {"items"} and frontier["test_accuracy_low"].notna().all()
+    assert not any("not recorded" in note for note in notes)
 
 
 def test_advise_errors(tmp_path, results_dir, capsys):
@@ -173,7 +292,8 @@ def test_advise_function_returns_tables(results_dir):
     frontier, table, notes = advise(summary, "math", 20, n_boot=100)
     assert frontier["experiment"].tolist() == ["lora/big", "lora/small", "oft/cheap"]
     assert set(table["experiment"]) == {"lora/big", "lora/small", "oft/cheap"}
-    assert frontier["noise"].tolist() == ["binomial"] * 3  # no item scores passed
+    # No item scores passed: each run's stored (Wilson) interval is its noise.
+    assert frontier["noise"].tolist() == ["normal"] * 3
     assert any("base/no-finetuning" in note for note in notes)
 
 
@@ -287,7 +407,9 @@ def test_advise_image_task_published_and_without_items(image_results_dir, capsys
     )
     out = capsys.readouterr().out
     assert code == 0 and "oft/flux2-klein-default" in out
-    assert "seeds only (no per-item scores or intervals found)" in out
+    assert "Similarity of single runs without per-item scores: no intervals" in out
+    assert "0.708 (no interval: 1 run, no per-item scores)" in out
+    assert "Scores" not in out  # the image similarity has one score: nothing to say
     summary = read_summary(image_results_dir / "summary.csv")
     frontier, _, _ = advise(summary, "image", 20, n_boot=100)
     # Without per-image scores, each run's stored similarity interval is the noise.

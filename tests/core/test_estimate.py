@@ -63,12 +63,12 @@ SMALL = {"math": {"max_seq_length": 24}, "image": {}}
 #: BOFT's setup asks meta tensors for values (set up on the CPU instead).
 EXPERIMENTS = {
     "math": [
-        "lora/rank32",
-        "full-finetuning/lr_0.00001",
-        "prefixtuning/lr_0.001",
-        "boft/default",
+        "lora/llama-3.2-3B-rank32",
+        "full-finetuning/llama-3.2-3B-lr_0.00001",
+        "prefixtuning/llama-3.2-3B-lr_0.001",
+        "boft/llama-3.2-3B-default",
     ],
-    "image": ["lora/default", "full-finetuning/default"],
+    "image": ["lora/flux2-klein-default", "full-finetuning/flux2-klein-default"],
 }
 
 
@@ -136,8 +136,8 @@ def test_reduced_presets_keep_their_dtypes() -> None:
     model = probe.build(probe.architecture(task_cfg), params, "meta")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     table = training_table(registry.get("math").training_keys)
-    estimate = estimate_experiment(probe, task_cfg, "lora/rank32", table)
-    folder = Path(task_cfg["experiments_dir"]) / "lora/rank32"
+    estimate = estimate_experiment(probe, task_cfg, "lora/llama-3.2-3B-rank32", table)
+    folder = Path(task_cfg["experiments_dir"]) / "lora/llama-3.2-3B-rank32"
     wrapped, _ = wrap_adapter(probe, probe.architecture(task_cfg), params, "meta", folder)
     sizes = [4 * p.numel() for p in wrapped.parameters() if p.requires_grad]  # fp32 adapters
     blocks = [-(-size // GPU_BLOCK) * GPU_BLOCK for size in sizes]  # as the GPU hands them out
@@ -188,11 +188,13 @@ def test_fallbacks_and_answers_are_noted(tmp_path: Path) -> None:
     matches the real run's accounting."""
     table = training_table(registry.get("math").training_keys)
     task_cfg = task_config("math")
-    boft = estimate_experiment(reduced_probe("math", task_cfg), task_cfg, "boft/default", table)
+    boft = estimate_experiment(
+        reduced_probe("math", task_cfg), task_cfg, "boft/llama-3.2-3B-default", table
+    )
     assert boft.error is None and "CPU" in boft.notes
     table = training_table(registry.get("image").training_keys)
     task_cfg = task_config("image")
-    source = Path(task_cfg["experiments_dir"]) / "vblora/default"
+    source = Path(task_cfg["experiments_dir"]) / "vblora/flux2-klein-default"
     folder = tmp_path / "vblora/small"
     folder.mkdir(parents=True)
     config = json.loads((source / "adapter_config.json").read_text())
@@ -205,7 +207,7 @@ def test_fallbacks_and_answers_are_noted(tmp_path: Path) -> None:
     assert real.error is None and real.notes is None
     assert vblora.breakdown["trainable_params"] == real.breakdown["trainable_params"]
     assert vblora.peak_bytes == pytest.approx(real.peak_bytes, rel=0.05)
-    full = estimate_experiment(probe, task_cfg, "full-finetuning/default", table)
+    full = estimate_experiment(probe, task_cfg, "full-finetuning/flux2-klein-default", table)
     assert full.error is None and full.notes is None
 
 
@@ -223,7 +225,9 @@ def test_the_evaluation_phase_is_accounted_after_training() -> None:
     task_cfg = task_config("math")
     probe = reduced_probe("math", task_cfg)
     options = {"max_length": 40, "prompt_tokens": 16}
-    estimate = estimate_experiment(probe, task_cfg, "lora/rank32", table, evaluation=options)
+    estimate = estimate_experiment(
+        probe, task_cfg, "lora/llama-3.2-3B-rank32", table, evaluation=options
+    )
     assert estimate.error is None, estimate.error
     assert 0 < estimate.eval_peak_bytes
     # The evaluation starts from the training's cache: it can only add to the reserve.
@@ -233,7 +237,7 @@ def test_the_evaluation_phase_is_accounted_after_training() -> None:
     image = estimate_experiment(
         reduced_probe("image", image_cfg),
         image_cfg,
-        "lora/default",
+        "lora/flux2-klein-default",
         training_table(registry.get("image").training_keys),
         evaluation={},
     )

@@ -11,8 +11,9 @@ from peftbench.analysis.aggregate import summarize
 from peftbench.analysis.noise import Bootstrap
 from peftbench.analysis.summary import normalize
 from peftbench.analysis.tables import experiment_frontier
-from peftbench.report.charts import frontier_chart, interval_text, legend_colors, method_key
+from peftbench.report.charts import frontier_chart, legend_colors, method_key
 from peftbench.report.embed import save_chart
+from peftbench.report.frontier_text import interval_text
 from peftbench.tasks import registry
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -202,8 +203,15 @@ def test_frontier_chart_similarity_draws_its_interval():
     assert rows["lora/r8"]["quality_text"] == interval_text(
         0.70, lora["similarity_low"], lora["similarity_high"]
     )
-    # Without an interval there is no noise model, and no (zero-width) interval drawn.
-    assert rows["oft/b16"]["quality_text"] == "0.600" and not rows["oft/b16"]["has_interval"]
+    # Without an interval there is no noise model, and no (zero-width) interval drawn; the
+    # tooltip says so, the label gives no share of draws.
+    assert rows["oft/b16"]["quality_text"] == "0.600 (no interval: 1 run, no per-item scores)"
+    assert not rows["oft/b16"]["has_interval"] and rows["oft/b16"]["label"] == "oft/b16"
+    assert rows["lora/r8"]["label"].startswith("lora/r8 · ")
+    # lora/r8's lead over oft/b16 (no noise measured) is not judged: no ring, no ≈.
+    assert rows["lora/r8"]["lead_text"] == "+0.100 over oft/b16: noise cannot be judged"
+    assert not rows["lora/r8"]["within_noise_flag"] and "≈" not in rows["lora/r8"]["label"]
+    assert any("No bar and no %" in line for line in spec["title"]["subtitle"])
     assert {name for name, row in rows.items() if row["on_frontier"]} == {"lora/r8", "oft/b16"}
     whiskers = [
         layer

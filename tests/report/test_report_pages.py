@@ -14,8 +14,9 @@ from PIL import Image
 
 from peftbench.analysis.noise import Bootstrap
 from peftbench.analysis.published import import_published
-from peftbench.analysis.summary import build_summary, curves_table
+from peftbench.analysis.summary import build_summary, curves_table, table_item_scores
 from peftbench.analysis.tables import experiment_frontier, multi_objective_table, task_frontiers
+from peftbench.core.layout import run_dir
 from peftbench.report.captions import CHARTS, chart_caption, rst_caption
 from peftbench.report.charts import frontier_chart, learning_curves_chart, legend_colors
 from peftbench.report.embed import charts_page_html, save_chart
@@ -33,16 +34,42 @@ EVIL_ERROR = '<img src=x onerror="alert(2)"> & </script><script>alert(3)</script
 
 
 def results():
+    # test_accuracy_published: the same runs scored by the published parser (lower: it rejects
+    # some answers ours accepts), what they are compared by beside published rows.
     return [
-        make_base_result(test_accuracy=0.1, test_accuracy_ci_low=0.08, test_accuracy_ci_high=0.12),
-        make_result("lora", "r8", test_accuracy=0.40, train_memory_peak_bytes=10**10),
-        make_result("lora", "r16", test_accuracy=0.45, train_memory_peak_bytes=12 * 10**9),
-        make_result("oft", "b16", test_accuracy=0.30, train_memory_peak_bytes=11 * 10**9),
+        make_base_result(
+            test_accuracy=0.1,
+            test_accuracy_ci_low=0.08,
+            test_accuracy_ci_high=0.12,
+            test_accuracy_published=0.08,
+        ),
+        make_result(
+            "lora",
+            "r8",
+            test_accuracy=0.40,
+            test_accuracy_published=0.36,
+            train_memory_peak_bytes=10**10,
+        ),
+        make_result(
+            "lora",
+            "r16",
+            test_accuracy=0.45,
+            test_accuracy_published=0.42,
+            train_memory_peak_bytes=12 * 10**9,
+        ),
+        make_result(
+            "oft",
+            "b16",
+            test_accuracy=0.30,
+            test_accuracy_published=0.27,
+            train_memory_peak_bytes=11 * 10**9,
+        ),
         # Experiment "<script>alert(1)</script>": method "<script>alert(1)<", name "script>".
         make_result(
             "<script>alert(1)<",
             "script>",
             test_accuracy=0.5,
+            test_accuracy_published=0.47,
             train_memory_peak_bytes=13 * 10**9,
             trainable_params=10**9,
             total_params=2 * 10**9,
@@ -61,9 +88,35 @@ def summary(published):
     return build_summary(results(), published)
 
 
+def write_items(root, summary, published: bool = True) -> None:
+    """Item files of this run's rows, as a run writes them: 200 items each, as many correct by
+    the published rule (``published_correct``, left out when not ``published``: a run older
+    than it) as its test_accuracy_published says, and every one correct by our parser."""
+    rows = summary[(summary["source"] == "this run") & summary["test_accuracy_published"].notna()]
+    for _, row in rows.iterrows():
+        folder = run_dir(root, "math", row["experiment"], row["seed"])
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "test_predictions.jsonl", "w") as handle:
+            for i in range(200):
+                item = {"query": "q", "answer": "1", "output": "o", "parsed": "1"}
+                if published:
+                    item["published_correct"] = i < round(row["test_accuracy_published"] * 200)
+                handle.write(json.dumps(item) + "\n")
+
+
 @pytest.fixture(scope="module")
-def frontiers(summary):
-    return task_frontiers(summary, "math", options=Bootstrap(n_boot=200))
+def frontiers(summary, tmp_path_factory):
+    # Read back as the report reads them (scripts/report_task.py).
+    root = tmp_path_factory.mktemp("results")
+    write_items(root, summary)
+    rows = summary[summary["task"] == "math"]
+    return task_frontiers(
+        summary,
+        "math",
+        table_item_scores(rows, root),
+        comparable_items=table_item_scores(rows, root, comparable=True),
+        options=Bootstrap(n_boot=200),
+    )
 
 
 def assert_escaped(text: str) -> None:
@@ -86,8 +139,9 @@ def test_experiment_frontier_lists_failed_and_base(summary):
     assert by_name.loc["base/no-finetuning", "missing"] == "train_memory_gb"
     assert set(by_name.index[by_name["on_frontier"]]) == {"lora/r8", "lora/r16", EVIL_NAME}
     assert by_name.loc["lora/r16", "family"] == "lora-like"
-    # Binomial noise from test_n (no per-item scores given).
-    assert by_name.loc["lora/r16", "noise"] == "binomial"
+    # No per-item scores given: the run's stored (Wilson) interval is its noise.
+    assert by_name.loc["lora/r16", "noise"] == "normal"
+    assert by_name.loc["lora/r16", "score"] == "test_accuracy"  # no published rows here
 
 
 def test_frontier_chart_two_sources_side_by_side(frontiers, summary):
@@ -152,6 +206,81 @@ def test_frontier_chart_log_axis_for_parameters(frontiers, summary):
     rows = [row for rows in spec["datasets"].values() for row in rows]
     base = next(row for row in rows if row.get("experiment") == "base/no-finetuning")
     assert base["is_base"] and not base["has_x"]
+
+
+def test_beside_published_rows_this_run_is_scored_as_published(frontiers, summary):
+    memory = frontiers["memory"].set_index(["source", "experiment"])
+    ours, theirs = memory.loc["this run"], memory.loc["published"]
+    # Our rows hold the published-compatible score, resampled from its per-item scores.
+    assert ours.loc["lora/r16", "test_accuracy"] == pytest.approx(0.42)
+    assert ours.loc["lora/r16", "score"] == "test_accuracy_published"
+    assert ours.loc["lora/r16", "noise"] == "items"
+    assert (
+        ours.loc["lora/r16", "test_accuracy_low"]
+        < 0.42
+        < ours.loc["lora/r16", "test_accuracy_high"]
+    )
+    # Published rows: one run, no per-item scores: no interval, no P(frontier).
+    assert set(theirs["score"]) == {"published result"} and set(theirs["noise"]) == {"none"}
+    assert theirs["test_accuracy_low"].isna().all()
+    measured = theirs["missing"] == ""  # a cancelled run is never on the frontier: P = 0
+    assert theirs.loc[measured, "frontier_prob"].isna().all()
+    assert (theirs.loc[~measured, "frontier_prob"] == 0).all() and (~measured).any()
+    # (Leads between published rows: tests/cli and tests/analysis/test_pareto_noise.py.)
+    # The chart says which score it shows, and draws no share or interval for published rows.
+    chart = frontier_chart(
+        frontiers["memory"], "memory_gb", "test_accuracy", legend_colors(summary), "t"
+    ).to_dict()
+    assert any("published suite's rule" in line for line in chart["title"]["subtitle"])
+    layers = [layer for panel in chart["hconcat"] for layer in panel["layer"]]
+    y_titles = {layer["encoding"]["y"].get("title") for layer in layers if "y" in layer["encoding"]}
+    assert y_titles == {"Test accuracy (published parser)"}
+    rows = [row for rows in chart["datasets"].values() for row in rows if "experiment" in row]
+    published = [row for row in rows if row["source"] == "published"]
+    assert published and all("%" not in row["label"] for row in published)
+    assert all("no interval" in row["quality_text"] for row in published)
+    assert not any("beyond noise" in row["lead_text"] for row in published)
+    # The frontier page says so too, with the score column in the tables.
+    page = frontier_page("math", frontiers, multi_objective_table(summary, "math"))
+    assert "this run&#x27;s test_accuracy column holds its test_accuracy_published" in page
+    assert "published parser" in page and ">score</th>" in page
+    assert "cannot be judged" in page
+    # The several-objectives table compares the same score.
+    multi = multi_objective_table(summary, "math").set_index(["source", "experiment"])
+    assert multi.loc[("this run", "lora/r16"), "test_accuracy"] == pytest.approx(0.42)
+
+
+def test_scored_as_published_rows_drop_our_items_and_interval(summary, tmp_path):
+    # Per-item scores of our own parser do not resample the published-compatible score: with
+    # none of the latter (runs older than it), a single run has no interval (its stored
+    # interval is of our score).
+    write_items(tmp_path, summary, published=False)
+    this_run = summary[summary["source"] == "this run"]
+    own = table_item_scores(this_run, tmp_path)
+    # Every successful run has our own item scores, none the published-compatible ones.
+    assert set(own) == set(this_run.index[this_run["status"] == "success"])
+    assert table_item_scores(this_run, tmp_path, comparable=True) == {}
+    frontiers = task_frontiers(
+        summary,
+        "math",
+        own,
+        comparable_items=table_item_scores(this_run, tmp_path, comparable=True),
+        options=Bootstrap(n_boot=50),
+    )
+    ours = frontiers["memory"].set_index(["source", "experiment"]).loc["this run"]
+    assert ours.loc["lora/r16", "noise"] == "none"
+    assert ours.loc["lora/r16", "test_accuracy"] == pytest.approx(0.42)
+    # Without published rows, our own score and its items stay (behaviour unchanged).
+    alone = task_frontiers(this_run, "math", own, options=Bootstrap(n_boot=50))["memory"]
+    alone = alone.set_index("experiment")
+    assert alone.loc["lora/r16", "test_accuracy"] == pytest.approx(0.45)
+    assert alone.loc["lora/r16", "noise"] == "items" and alone.loc["lora/r16", "score"] == (
+        "test_accuracy"
+    )
+    page = frontier_page(
+        "math", {"memory": alone.reset_index()}, multi_objective_table(this_run, "math")
+    )
+    assert ">score</th>" not in page and "test_accuracy_published" not in page
 
 
 def test_learning_curves_chart(summary, published):

@@ -151,7 +151,8 @@ def test_toy_frontier_chart_tables_and_pages(toy, tmp_path):
     memory = frontiers["memory"].set_index("experiment")
     assert set(memory.index[memory["on_frontier"]]) == {"lora/r8", "lora/r16"}
     assert memory.loc["lora/r16", "noise"] == "items"
-    assert memory.loc["lora/r8", "noise"] == "binomial"  # a proportion, test_n = 50
+    # One run with neither item scores nor a stored interval: no interval is made up.
+    assert memory.loc["lora/r8", "noise"] == "none"
     assert "toy_shift" in memory.columns and "toy_score_low" in memory.columns
 
     chart = frontier_chart(
@@ -166,7 +167,7 @@ def test_toy_frontier_chart_tables_and_pages(toy, tmp_path):
     assert {"toy_score", "toy_shift", "memory_gb"} <= set(multi.columns)
     page = frontier_page("toy", frontiers, multi)
     assert "quality (toy_score)" in page and "Share of toy items" in page
-    assert "from their quality (a share of test items)" in page  # the proportion fallback
+    assert "A single run with neither" in page
 
     table = html_table(summary, ["experiment", "toy_score", "toy_epochs"])
     assert 'title="Toy regression: Share of toy items predicted within tolerance."' in table

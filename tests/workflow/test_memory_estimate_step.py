@@ -21,8 +21,8 @@ from peftbench.analysis.predicted import read_predictions
 ESTIMATES = ("results/math/memory_estimate.json", "results/image/memory_estimate.json")
 # The experiments config/test.yaml selects.
 SELECTED = {
-    "math": {"lora/rank8-qv", "full-finetuning/lr_0.001", "prompt_tuning/tokens20"},
-    "image": {"lora/rank4", "full-finetuning/lr_0.0005"},
+    "math": {"lora/rank8-qv", "full-finetuning/default", "prompt_tuning/tokens20"},
+    "image": {"lora/rank4", "full-finetuning/default"},
 }
 
 

@@ -93,6 +93,7 @@ def test_report_is_one_self_contained_file(report):
         "results/math/report/learning_curves.svg",
         "results/math/report/frontier.html",
         "results/math/report/configs.html",
+        "results/math/report/search.html",
     }
     assert set(entries) == expected
     for path, entry in entries.items():

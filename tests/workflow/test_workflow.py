@@ -57,12 +57,12 @@ def test_image_task_end_to_end(workflow_run: Path) -> None:
     assert set(summary["experiment"]) == {
         "base/no-finetuning",
         "lora/rank4",
-        "full-finetuning/lr_0.0005",
+        "full-finetuning/default",
     }
     assert (summary["status"] == "success").all(), summary[["experiment", "error"]]
     base = summary.set_index("experiment").loc["base/no-finetuning"]
     assert base["trainable_params"] == 0 and base["drift"] == 0
-    for experiment in ["lora/rank4", "full-finetuning/lr_0.0005"]:
+    for experiment in ["lora/rank4", "full-finetuning/default"]:
         row = summary.set_index("experiment").loc[experiment]
         assert -1 <= row["similarity_ci_low"] <= row["similarity"] <= row["similarity_ci_high"] <= 1
         # Training changed the model: its images of unrelated prompts differ from the base's.

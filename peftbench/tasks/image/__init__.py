@@ -107,6 +107,22 @@ SPEC = TaskSpec(
         "test_repeats": TrainingKey(
             (int,), "images generated per test prompt, each from new noise", "positive"
         ),  # noqa: E501
+        # How training draws noise levels (peftbench.tasks.image.noise_levels); absent keys
+        # keep the default continuous U[0, 1). The last four carry the published suite's names.
+        "noise_levels": TrainingKey(
+            (str,),
+            "continuous (sigma = u) | scheduler (the training scheduler's discrete sigmas, "
+            "indexed by u as the published suite does)",
+            choices=frozenset({"continuous", "scheduler"}),
+        ),
+        "weighting_scheme": TrainingKey(
+            (str,),
+            "density of u: none (uniform) | logit_normal | mode",
+            choices=frozenset({"none", "logit_normal", "mode"}),
+        ),
+        "logit_mean": TrainingKey((float, int), "mean of the logit_normal density"),
+        "logit_std": TrainingKey((float, int), "std of the logit_normal density", "positive"),
+        "mode_scale": TrainingKey((float, int), "scale of the mode density"),
     },
     samples_file="samples.png",
     published=PublishedFormat(

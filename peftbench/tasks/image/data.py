@@ -14,9 +14,10 @@
 * embedded: the concept of :mod:`peftbench.tasks.image.shapes` on the instance backgrounds under one instance
   prompt; references are new drawings of the concept on backgrounds it was never trained on.
 * hub: a dataset of photos of one subject (the published benchmark's cat plushy) with one
-  caption per photo; split like the published benchmark (a permutation by the legacy numpy RNG
-  seeded 0: train, then ``valid_size``, then ``test_size``), training images resized to the
-  resolution without keeping the aspect ratio, references kept at their original size.
+  caption per photo (``instance_prompts``: caption i belongs to dataset row i); split like the
+  published benchmark (a permutation by the legacy numpy RNG seeded 0: train, then
+  ``valid_size``, then ``test_size``), training images resized to the resolution without
+  keeping the aspect ratio, references kept at their original size.
 """
 
 from __future__ import annotations
@@ -104,6 +105,23 @@ def split_indices(
     )
 
 
+def instance_prompts(
+    prompts: str | list[str], n: int, path: str, revision: str | None
+) -> list[str]:
+    """One caption per image, paired by the dataset's row order (row i gets caption i), as the
+    published benchmark pairs them; a single string is every image's caption."""
+    if isinstance(prompts, str):
+        return [prompts] * n
+    if len(prompts) != n:
+        at = f"@{revision}" if revision else ""
+        raise ConfigError(
+            f"image.data.instance_prompts: {len(prompts)} captions for the {n} images of "
+            f"{path}{at}; give one caption per image, in the dataset's row order, or a single "
+            "string for every image"
+        )
+    return list(prompts)
+
+
 def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     from peftbench.core.hub import resolve_revision
 
@@ -112,13 +130,7 @@ def prepare_hub(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     images = load_subject_images(
         hub["path"], hub.get("split", "train"), revision, hub.get("column", "image")
     )
-    prompts = cfg["instance_prompts"]
-    if isinstance(prompts, str):
-        prompts = [prompts] * len(images)
-    if len(prompts) != len(images):
-        raise ConfigError(
-            f"data.instance_prompts: {len(prompts)} prompts for {len(images)} images in {hub['path']}"
-        )
+    prompts = instance_prompts(cfg["instance_prompts"], len(images), hub["path"], revision)
     train, valid, test = split_indices(len(images), cfg["valid_size"], cfg["test_size"])
     size = cfg["resolution"]
     resized = [images[i].resize((size, size), Image.BILINEAR) for i in train]

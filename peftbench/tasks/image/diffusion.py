@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from peftbench.tasks.image.noise_levels import NoiseLevels
 
 #: Written next to the embedded model's subfolders; says how to rebuild the codec.
 MODEL_INFO = "peftbench_image_model.json"
@@ -221,16 +223,23 @@ def predict(
 
 
 def flow_matching_loss(
-    transformer: Any, latents: torch.Tensor, embeds: torch.Tensor, generator: torch.Generator
+    transformer: Any,
+    latents: torch.Tensor,
+    embeds: torch.Tensor,
+    generator: torch.Generator,
+    levels: Callable[[int, torch.Generator], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Rectified-flow loss: x_s = (1 - s) x0 + s e with s ~ U[0, 1), target velocity e - x0.
+    """Rectified-flow loss: x_s = (1 - s) x0 + s e, target velocity e - x0, with noise levels
+    s from ``levels`` (:mod:`peftbench.tasks.image.noise_levels`; None: s ~ U[0, 1)).
 
     Noise and noise levels come from ``generator`` (on the CPU, so a seed gives the same
-    numbers everywhere); the loss is computed in float32 like the published benchmark.
+    numbers everywhere), the noise first as in the published benchmark; the loss is computed
+    in float32 like there.
     """
     b, _, h, w = latents.shape
     noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
-    sigma = torch.rand(b, generator=generator).to(latents.device, latents.dtype)
+    draw = levels if levels is not None else NoiseLevels()
+    sigma = draw(b, generator).to(latents.device, latents.dtype)
     s = sigma.view(b, 1, 1, 1)
     noisy = (1 - s) * latents + s * noise
     ids = image_ids(b, h, w, latents.device)

@@ -11,8 +11,9 @@ Differences from the published benchmark, on purpose (see README):
 * drift is measured for full fine-tuning too: the base model's images come from the same run,
   generated before training from the same noise as the fine-tuned model's;
 * validation images are generated during training but scored after it (encoder not resident);
-* noise levels are drawn from U[0, 1) (continuous), not from the 1000 discrete sigmas of the
-  training scheduler.
+* by default noise levels are drawn from U[0, 1) (continuous), not from the 1000 discrete
+  sigmas of the training scheduler; ``noise_levels: scheduler`` draws them the published way
+  (the FLUX.2 preset does), see :mod:`peftbench.tasks.image.noise_levels`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from peftbench.tasks.image.diffusion import (
     offload_codec,
     to_uint8,
 )
+from peftbench.tasks.image.noise_levels import NoiseLevels, noise_levels
 from peftbench.tasks.image.similarity import load_encoder
 
 #: Seeds of the evaluation noise: test, validation and sample images share one stream, drift
@@ -160,7 +162,8 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
             images = generate_images(model, embeds["valid"], negative, generator, params)
             valid_images.append((step, images))
 
-        step = diffusion_step(transformer, latents, embeds["instance"], params, ctx.seed)
+        levels = noise_levels(params, model.scheduler)
+        step = diffusion_step(transformer, latents, embeds["instance"], params, ctx.seed, levels)
         checkpoints = ctx.out_dir / CHECKPOINT_DIR  # in the run folder: a rerun resumes
         stats = train(transformer, step, params, tracker, validate, ctx.progress, checkpoints)
         metrics.update(
@@ -246,11 +249,17 @@ def _score(
 
 
 def diffusion_step(
-    transformer: Any, latents: torch.Tensor, embeds: torch.Tensor, params: dict, seed: int
+    transformer: Any,
+    latents: torch.Tensor,
+    embeds: torch.Tensor,
+    params: dict,
+    seed: int,
+    levels: NoiseLevels | None = None,
 ) -> Step:
     """The flow-matching loss of the next batch of the cached instance latents (its size: the
     images). Every image once per pass, in a new order each pass (the published benchmark's
-    sampler); the order and the noise come from one generator seeded with the run's seed."""
+    sampler); the order, the noise and the noise levels (drawn by ``levels``; None: U[0, 1))
+    come from one generator seeded with the run's seed."""
     generator = torch.Generator().manual_seed(seed)
     n, batch = len(latents), params["batch_size"]
     batches = params["max_steps"] * params.get("grad_accumulation_steps", 1)
@@ -262,7 +271,8 @@ def diffusion_step(
         nonlocal position
         idx = order[position : position + batch]
         position += batch
-        return flow_matching_loss(transformer, latents[idx], embeds[idx], generator), len(idx)
+        loss = flow_matching_loss(transformer, latents[idx], embeds[idx], generator, levels)
+        return loss, len(idx)
 
     def skip(count: int) -> None:
         # The order is drawn up front; the generator's state (noise) comes from the checkpoint.

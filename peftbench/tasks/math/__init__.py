@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from peftbench.core import kvprefix
+from peftbench.core.config import dtype_key
 from peftbench.tasks.math.answers import answers_match
 from peftbench.tasks.spec import Column, PublishedFormat, TaskSpec, TrainingKey
 
@@ -16,10 +18,19 @@ from peftbench.tasks.spec import Column, PublishedFormat, TaskSpec, TrainingKey
 EMBEDDED_BASE = "results/math/base_model"
 #: What that folder records about its pretraining, its skill included (``embedded_lm``).
 PRETRAINING_FILE = "pretraining.json"
+#: Key of an item line (``test_predictions.jsonl``) holding its correctness under the published
+#: suite's rule (``answers.published_correct``); runs older than it lack the key.
+PUBLISHED_CORRECT = "published_correct"
 
 
 def _correctness(item: Mapping[str, Any]) -> float:
     return float(answers_match(item.get("parsed"), item.get("answer")))
+
+
+def _published_correctness(item: Mapping[str, Any]) -> float | None:
+    # Read back, never re-derived: the rule needs the prompt template the run used.
+    value = item.get(PUBLISHED_CORRECT)
+    return None if value is None else float(value)
 
 
 def _extra_inputs(cfg: Mapping[str, Any]) -> dict[str, str]:
@@ -108,6 +119,28 @@ SPEC = TaskSpec(
             (int,), "length-bucketing: sort groups of batch_size*bucket_factor samples", "positive"
         ),  # noqa: E501
         "max_new_tokens": TrainingKey((int,), "greedy generation length limit", "positive"),
+        # The base model may be loaded quantized (int8/int4, QLoRA; peftbench.core.quant).
+        "dtype": dtype_key(quantized=True),
+        kvprefix.KEY: kvprefix.TRAINING_KEY,
+        # The three keys below are optional: a missing key is the embedded default's behaviour
+        # (the value named first); the published-compatible values are the math preset's.
+        "train_order": TrainingKey(
+            (str,),
+            "shuffled (each epoch and its batches) | stored (the published suite's: the data "
+            "front to back, length-sorted within each bucket)",
+            choices=frozenset({"shuffled", "stored"}),
+        ),
+        "generation_max_length": TrainingKey(
+            (int, type(None)),
+            "cap on a generation batch's total length, padded prompt plus new tokens (the "
+            "published suite's generation max_length); null: no cap",
+            "positive",
+        ),
+        "empty_cache_steps": TrainingKey(
+            (int,),
+            "empty the CUDA allocator cache every N steps (0: never; the published suite: 10)",
+            "non_negative",
+        ),
     },
     published=PublishedFormat(
         name="metamathqa",
@@ -118,6 +151,8 @@ SPEC = TaskSpec(
         valid_key="valid accuracy",
         test_n=1319,  # GSM8K test split
         validation_means={"train_tokens_per_s": "tokens / sec"},
+        comparable_quality="test_accuracy_published",
+        comparable_item_score=_published_correctness,
     ),
     run_module="peftbench.tasks.math.run",
     data_module="peftbench.tasks.math.data",

@@ -9,6 +9,7 @@ __all__ = [
     "ANSWER_DELIMITERS",
     "answers_match",
     "parse_answer",
+    "published_correct",
     "published_match",
     "published_parse",
     "published_score",
@@ -221,12 +222,18 @@ def published_match(prediction: str | None, reference: str | None) -> bool:
     return pred_value == ref_value
 
 
+def published_correct(prompt: str, output: str, reference: str) -> bool:
+    """Whether one item is correct under the published rule: the suite decodes prompt and
+    generation together and parses that text. ``reference`` is a final answer (ours) already,
+    so it is not re-parsed."""
+    return published_match(published_parse(prompt + output), reference)
+
+
 def published_score(prompts: list[str], outputs: list[str], references: list[str]) -> int:
-    """Items correct under the published rule; it searches prompt plus generation, as the suite
-    decodes both. ``references`` are final answers (ours) already, so they are not re-parsed."""
+    """Items correct under the published rule (:func:`published_correct` of each item)."""
     if not len(prompts) == len(outputs) == len(references):
         raise ValueError("published_score() needs one prompt, output and reference per item")
     return sum(
-        published_match(published_parse(prompt + output), reference)
+        published_correct(prompt, output, reference)
         for prompt, output, reference in zip(prompts, outputs, references, strict=True)
     )

@@ -22,16 +22,15 @@ def greedy_generate(
     batch_size: int,
     max_new_tokens: int,
     device: torch.device,
+    max_length: int | None = None,
 ) -> list[str]:
-    """Continuations (prompt excluded) for ``prompts``, batched and left-padded."""
-    config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
+    """Continuations (prompt excluded) for ``prompts``, batched and left-padded.
+
+    ``max_length`` (None: no cap) caps a batch's total length, its padded prompt width plus the
+    new tokens, as the published suite's ``generation_kwargs`` ``max_length`` does beside
+    ``max_new_tokens``: a batch gets ``min(max_new_tokens, max_length - width)`` new tokens, at
+    least one (what ``generate`` makes of a prompt that already reaches ``max_length``).
+    """
     outputs: list[str] = []
     model.eval()
     # Sorting by length keeps padding (and wasted compute) low; the order is restored at the end.
@@ -41,6 +40,17 @@ def greedy_generate(
             idx = order[start : start + batch_size]
             enc = [tokenizer(prompts[i])["input_ids"] for i in idx]
             width = max(map(len, enc))
+            budget = (
+                max_new_tokens if max_length is None else min(max_new_tokens, max_length - width)
+            )
+            config = GenerationConfig(
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=max(budget, 1),
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+            )
             ids = torch.full((len(enc), width), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for row, e in enumerate(enc):

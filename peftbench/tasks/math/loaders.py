@@ -25,9 +25,11 @@ def load_metamathqa(
     max_chars: int = 1300,
     max_rows: int | None = None,
 ) -> list[dict]:
-    """Load MetaMathQA training records in stored order (no shuffling).
+    """Load MetaMathQA training records in the dataset's stored order.
 
-    Rows with ``len(query + " " + response) > max_chars`` are dropped, as in the published
+    The order in which training draws them is the ``train_order`` training key's business
+    (:mod:`peftbench.tasks.math.batches`): shuffled by default, stored for the published suite's
+    order. Rows with ``len(query + " " + response) > max_chars`` are dropped, as in the published
     benchmark; ``max_rows`` caps the number of rows kept *after* that filter. ``answer`` is the
     text after "The answer is:" in the response; the few rows where no answer can be parsed are
     still kept, with ``answer == ""``, because training only needs query and response.
@@ -77,10 +79,13 @@ def load_gsm8k(
 
 
 def gsm8k_valid_subset(rows: list[dict], n: int = 50, seed: int = 0) -> list[dict]:
-    """Pick ``n`` rows by a seeded permutation (all rows if fewer).
+    """The ``n`` validation rows the published suite draws (all rows, permuted, if fewer).
 
-    This is our own deterministic choice via ``numpy.random.default_rng(seed)``; it does not
-    reproduce the reference implementation's legacy global-RNG draw, so the exact rows differ.
+    The suite seeds NumPy's legacy global generator (``np.random.seed(seed)``), shuffles
+    ``arange(len(rows))`` and keeps the first ``n`` indices, in that order. A private
+    ``RandomState(seed)`` is the same Mersenne Twister stream, so the same rows come out without
+    touching the global generator.
     """
-    order = np.random.default_rng(seed).permutation(len(rows))
-    return [rows[i] for i in order[:n]]
+    indices = np.arange(len(rows))
+    np.random.RandomState(seed).shuffle(indices)
+    return [rows[i] for i in indices[:n]]

@@ -80,12 +80,15 @@ def evaluation(
 ) -> Callable[[], None]:
     """Generation for a batch of ``batch_size_eval`` prompts of ``prompt_tokens`` tokens
     (default: ``max_seq_length``, the longest a prompt is kept) with ``max_new_tokens`` new
-    tokens, capped at ``max_length`` tokens in all (the published suite's cap): the prefill,
+    tokens, capped at ``max_length`` tokens in all (the published suite's cap; default: the
+    params' ``generation_max_length``, as the run caps its generation): the prefill,
     then the KV cache grown token by token to the final length and the last decoding step.
     Both forwards keep only the last position's logits, as ``generate`` does."""
     size = params["batch_size_eval"]
     prompt = prompt_tokens or params["max_seq_length"]
     total = prompt + params.get("max_new_tokens", 0)
+    if max_length is None:
+        max_length = params.get("generation_max_length")
     if max_length is not None:
         total = min(total, max_length)
     prompt = min(prompt, total - 1)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -354,7 +353,9 @@ def test_lora_training_on_tiny_flux2(model, data_dir):
     embeds = model.encode_prompts([e["prompt"] for e in manifest["instance"]])
     params = deep_merge(PRESET["training"], {"dtype": "float32", "optimizer_kwargs": {"lr": 0.01}})
     base = {n: p.detach().clone() for n, p in model.transformer.named_parameters()}
-    transformer, peft_config = wrap_peft(model.transformer, PRESET_ROOT / "lora/default", params)
+    transformer, peft_config = wrap_peft(
+        model.transformer, PRESET_ROOT / "lora/flux2-klein-default", params
+    )
     transformer.enable_gradient_checkpointing()
     assert peft_config["peft_type"] == "LORA" and peft_config["r"] == 32
     assert adapted_modules(transformer) == expected_targets(1, 1)
@@ -413,7 +414,8 @@ def run_params(root: Path, experiment: str) -> dict:
             "use_gc": True,
         },
     )
-    return effective_params(defaults, root, experiment, IMAGE_TABLE)
+    merge = PRESET.get("training_merge", "deep")
+    return effective_params(defaults, root, experiment, IMAGE_TABLE, merge)
 
 
 def run(
@@ -479,11 +481,15 @@ def run(
 
 
 def test_run_experiment_lora(tmp_path, pipeline_dir, encoder_dir, data_dir):
-    result, out = run(tmp_path, pipeline_dir, encoder_dir, data_dir, PRESET_ROOT, "lora/default")
-    assert result["peft_config"]["peft_type"] == "LORA"
-    assert sorted(result["peft_config"]["target_modules"]) == sorted(
-        json.loads((PRESET_ROOT / "lora/default/adapter_config.json").read_text())["target_modules"]
+    result, out = run(
+        tmp_path, pipeline_dir, encoder_dir, data_dir, PRESET_ROOT, "lora/flux2-klein-default"
     )
+    assert result["peft_config"]["peft_type"] == "LORA"
+    # As a set: the suite's file lists to_add_out twice.
+    listed = json.loads((PRESET_ROOT / "lora/flux2-klein-default/adapter_config.json").read_text())[
+        "target_modules"
+    ]
+    assert sorted(result["peft_config"]["target_modules"]) == sorted(set(listed))
     # r=32 on the tiny model's 13 adapted layers: in the double block 8 attention projections
     # (16->16) and ff/ff_context linear_in (16->96) and linear_out (48->16); in the single block
     # the packed qkv/mlp projection (16->144).
@@ -498,11 +504,19 @@ def test_run_experiment_lora(tmp_path, pipeline_dir, encoder_dir, data_dir):
 
 def test_run_experiment_full_finetuning(tmp_path, pipeline_dir, encoder_dir, data_dir):
     root = tmp_path / "experiments"
-    folder = root / "full-finetuning/default"
+    folder = root / "full-finetuning/flux2-klein-default"
     folder.mkdir(parents=True)
-    shutil.copy(PRESET_ROOT / "full-finetuning/default/training_params.json", folder)
+    # The preset's overrides but its run length (published: 300 steps) and evaluation period.
+    overrides = json.loads(
+        (PRESET_ROOT / "full-finetuning/flux2-klein-default/training_params.json").read_text()
+    )
+    for key in ("max_steps", "eval_steps"):
+        overrides.pop(key, None)
+    (folder / "training_params.json").write_text(json.dumps(overrides))
     assert not (folder / "adapter_config.json").exists()
-    result, _ = run(tmp_path, pipeline_dir, encoder_dir, data_dir, root, "full-finetuning/default")
+    result, _ = run(
+        tmp_path, pipeline_dir, encoder_dir, data_dir, root, "full-finetuning/flux2-klein-default"
+    )
     assert result["peft_config"] is None
     assert result["config"]["optimizer_kwargs"] == {"lr": 5e-05, "weight_decay": 0.01}
     metrics = result["metrics"]

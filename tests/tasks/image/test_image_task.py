@@ -206,3 +206,57 @@ def test_image_experiments_are_checked_against_the_architecture(tmp_path: Path) 
     assert len(problems) == 2, problems
     assert str(tmp_path / "boft/block7/adapter_config.json") in problems[0]
     assert "no_such_module" in problems[1] and "lora/missing/adapter_config.json" in problems[1]
+
+
+def test_adalora_reallocates_ranks_in_an_image_run(tiny_image: Path, tmp_path: Path) -> None:
+    """AdaLoRA works in the image task: the shared loop's Updater calls PEFT's
+    update_and_allocate after every step (as the published suite does), so the rank budget is
+    enforced and the final rank pattern lands in the saved adapter config."""
+    exp_dir = tmp_path / "adalora/tiny"
+    exp_dir.mkdir(parents=True)
+    target_r = 2
+    adapter = {
+        "peft_type": "ADALORA",
+        "init_r": 4,
+        "target_r": target_r,
+        "lora_alpha": 4,
+        "target_modules": ["to_q", "to_k", "to_v"],
+        # Budgeting from step 2, final pattern at step total_step - tfinal (PEFT requires
+        # total_step in the file; the published config says 750, its max_steps).
+        "tinit": 1,
+        "tfinal": 1,
+        "deltaT": 1,
+        "total_step": CONFIG["training"]["max_steps"],
+    }
+    (exp_dir / "adapter_config.json").write_text(json.dumps(adapter))
+    result = run(tiny_image, "adalora/tiny", "adalora", exp_dir=exp_dir)
+    assert result["status"] == "success", result["error"]
+    saved = json.loads((tiny_image / "adalora/adapter/adapter_config.json").read_text())
+    pattern = saved["rank_pattern"]  # set by update_and_allocate only; None without it
+    assert pattern, saved
+    kept = sum(sum(bool(x) for x in mask) for mask in pattern.values())
+    assert kept == target_r * len(pattern) < adapter["init_r"] * len(pattern)
+
+
+def test_noise_level_option_reaches_training(tiny_image: Path, monkeypatch) -> None:
+    """``noise_levels: scheduler`` in the training params makes the run draw the base model's
+    scheduler sigmas; without the key it draws continuous levels as it always did."""
+    import peftbench.tasks.image.run as image_run
+
+    seen = []
+    real = image_run.flow_matching_loss
+
+    def recording(transformer, latents, embeds, generator, levels=None):
+        seen.append(levels)
+        return real(transformer, latents, embeds, generator, levels)
+
+    monkeypatch.setattr(image_run, "flow_matching_loss", recording)
+    result = run(tiny_image, "lora/rank4", "lora-scheduler", noise_levels="scheduler")
+    assert result["status"] == "success", result["error"]
+    assert len(seen) == CONFIG["training"]["max_steps"]
+    assert all(s.table is not None and len(s.table) == 1000 for s in seen)
+    seen.clear()
+    assert run(tiny_image, "base/no-finetuning", "base-levels")["status"] == "success"
+    assert seen == []  # the base reference does not train
+    assert run(tiny_image, "lora/rank4", "lora-default")["status"] == "success"
+    assert seen and all(s.table is None for s in seen)

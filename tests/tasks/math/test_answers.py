@@ -8,6 +8,7 @@ from peftbench.core.stats import wilson_interval
 from peftbench.tasks.math.answers import (
     answers_match,
     parse_answer,
+    published_correct,
     published_match,
     published_parse,
     published_score,
@@ -256,3 +257,13 @@ def test_published_score_searches_prompt_and_output_and_is_stricter_than_ours():
     references = ["5", "1000", "4"]
     assert published_score(prompts, outputs, references) == 1
     assert score(outputs, references) == (3, 3)
+
+
+def test_published_correct_is_the_per_item_published_score():
+    prompts = ["Q: a?\nThe answer is: 7\nQ: b?\n", "Q: c?\n", "Q: d?\n"]
+    outputs = ["", " The answer is: 9 apples", " The answer is: 3"]
+    references = ["7", "9", "3"]
+    # The prompt is searched too (the suite decodes both); units are not tolerated.
+    per_item = [published_correct(*item) for item in zip(prompts, outputs, references, strict=True)]
+    assert per_item == [True, False, True]
+    assert sum(per_item) == published_score(prompts, outputs, references)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from paths import DATA
@@ -155,6 +156,58 @@ def test_gsm8k_valid_subset_deterministic():
     assert a != gsm8k_valid_subset(rows, n=50, seed=1)
     # The subset is a prefix of the same seeded permutation, whatever n is.
     assert gsm8k_valid_subset(rows, n=10, seed=0) == a[:10]
+
+
+def _suite_valid_indices(n_rows: int, n: int, seed: int) -> list[int]:
+    """The published suite's draw, as its data.py does it: seed NumPy's global generator,
+    shuffle arange(n_rows), keep the first n (the global state is restored afterwards)."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        indices = np.arange(n_rows)
+        np.random.shuffle(indices)
+    finally:
+        np.random.set_state(state)
+    return [int(i) for i in indices[:n]]
+
+
+@pytest.mark.parametrize(("n_rows", "n", "seed"), [(200, 50, 0), (7473, 50, 0), (31, 5, 3)])
+def test_gsm8k_valid_subset_draws_the_published_rows(n_rows, n, seed):
+    rows = [{"query": str(i)} for i in range(n_rows)]
+    got = [int(r["query"]) for r in gsm8k_valid_subset(rows, n=n, seed=seed)]
+    assert got == _suite_valid_indices(n_rows, n, seed)
+
+
+def test_gsm8k_valid_subset_leaves_the_global_generator_alone():
+    np.random.seed(123)
+    expected = np.random.random()
+    np.random.seed(123)
+    gsm8k_valid_subset([{"query": str(i)} for i in range(100)], n=10, seed=0)
+    assert np.random.random() == expected
+
+
+def test_prepare_hub_valid_rows_are_the_published_ones(tmp_path):
+    """On a local GSM8K-format train split, the prepared valid.jsonl holds exactly the rows the
+    published suite validates on, in its order."""
+    from peftbench.tasks.math.data import prepare_data
+
+    n_rows = 300
+    gsm8k_train = _write_jsonl(
+        tmp_path / "train.jsonl",
+        [{"question": f"q{i}", "answer": f"{i} + 0 = {i}\n#### {i}"} for i in range(n_rows)],
+    )
+    heldout = _write_jsonl(tmp_path / "wiki.jsonl", [{"text": "Article."}])
+    hub = {
+        "train": {"path": str(METAMATHQA), "revision": None, "split": "train", "max_chars": 1300},
+        "valid": {"path": str(gsm8k_train), "revision": None, "split": "train", "n": 50, "seed": 0},
+        "test": {"path": str(GSM8K), "revision": None, "split": "test"},
+        "heldout": {"path": str(heldout), "revision": None, "split": "train", "n": 1},
+    }
+    prepare_data({"source": "hub", "hub": hub}, tmp_path / "data")
+    lines = (tmp_path / "data/valid.jsonl").read_text().splitlines()
+    valid = [json.loads(line) for line in lines]
+    assert [r["query"] for r in valid] == [f"q{i}" for i in _suite_valid_indices(n_rows, 50, 0)]
+    assert all(r["answer"] == r["query"][1:] for r in valid)
 
 
 def test_gsm8k_valid_subset_small_input():

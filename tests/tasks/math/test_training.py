@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from tiny import CONFIG, PARAMS, TIMING_KEYS, run  # noqa: E402
+from tiny import CONFIG, PARAMS, TIMING_KEYS, random_llama, run  # noqa: E402
 
 from peftbench.analysis.aggregate import validate_result
 from peftbench.core.config import deep_merge
@@ -87,7 +87,7 @@ def test_training_learns(tiny):
         PARAMS,
         {"max_steps": 30, "log_steps": 10, "eval_steps": 0, "optimizer_kwargs": {"lr": 0.003}},
     )
-    result = run(tiny, "full-finetuning/lr_0.001", "full", params=params)
+    result = run(tiny, "full-finetuning/default", "full", params=params)
     losses = [p["loss"] for p in result["curves"]["train_loss"]]
     assert losses[-1] < losses[0]
 
@@ -168,30 +168,15 @@ def test_greedy_generate_matches_a_manual_greedy_loop(peft_type):
     PEFT 0.21.2's prompt tuning then re-injected its virtual tokens at every step."""
     from peft import get_peft_model
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from peftbench.tasks.math.evaluate import greedy_generate
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=40,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
     kwargs = {"task_type": "CAUSAL_LM"}
     if peft_type == "LORA":
         kwargs.update(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     else:
         kwargs.update(num_virtual_tokens=4)
-    model = get_peft_model(
-        LlamaForCausalLM(config), PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](**kwargs)
-    )
+    model = get_peft_model(random_llama(), PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](**kwargs))
     model.eval()
 
     class Tok:  # characters 'a'.. map to ids 3..; no EOS is ever generated on purpose

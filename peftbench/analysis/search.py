@@ -1,0 +1,145 @@
+"""Choosing each experiment's grid point on validation quality, never on test quality.
+
+An experiment with a search grid (:mod:`peftbench.core.search`) has one run per point, named
+``method/name@point``. The point that counts is the one with the best mean validation quality
+(the task's last validation value, ``TaskSpec.valid_final``) over its seeds; ties go to the
+cheaper point (lower headline memory), then to the smaller values (lr=0.0003 before lr=0.001:
+an order read from the labels alone, so neither row order nor any score can sway it). A point
+with a failed seed ranks below every point whose seeds all succeeded. Test columns are never
+read here (tests/analysis/test_search.py proves that changing them cannot change the choice).
+
+The summary keeps only the chosen points, so frontiers, tables and ``advise`` see one row per
+experiment and seed, labelled with the point (``search_point``) and the grid size
+(``search_size``); :func:`grid_table` keeps every point for the report's sensitivity table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from peftbench.core.search import POINT_SEPARATOR, split_run_name
+from peftbench.tasks import registry
+
+#: Columns of :func:`grid_table`, besides the task's validation and quality columns.
+GRID_COLUMNS = [
+    "task",
+    "experiment",
+    "point",
+    "run",
+    "seeds",
+    "failed",
+    "valid",
+    "quality",
+    "memory_gb",
+    "chosen",
+]
+
+
+def _split(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each row's experiment folder id and grid point label (None without a grid)."""
+    parts = [split_run_name(str(name)) for name in table["name"]]
+    base = [f"{method}/{b}" for method, (b, _) in zip(table["method"], parts, strict=True)]
+    return (
+        pd.Series(base, index=table.index, dtype=object),
+        pd.Series([p for _, p in parts], index=table.index, dtype=object),
+    )
+
+
+def grid_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid point of every searched experiment of the summary ``table`` (all
+    points, one row per seed in the input): mean validation (``valid``) and test (``quality``)
+    over its successful seeds, how many seeds failed, headline memory, and whether it is the
+    chosen point. Empty when no experiment has a grid."""
+    if table.empty:
+        return pd.DataFrame(columns=GRID_COLUMNS)
+    base, point = _split(table)
+    searched = point.notna()
+    rows = []
+    for (task, experiment), runs in table[searched].groupby(
+        [table.loc[searched, "task"], base[searched]], sort=False
+    ):
+        spec = registry.get(task)
+        for name, seeds in runs.groupby("name", sort=False):
+            ok = seeds[seeds["status"] == "success"]
+            rows.append(
+                {
+                    "task": task,
+                    "experiment": experiment,
+                    "point": split_run_name(str(name))[1],
+                    "run": f"{seeds['method'].iloc[0]}/{name}",
+                    "seeds": len(seeds),
+                    "failed": int((seeds["status"] != "success").sum()),
+                    "valid": _mean(ok, spec.valid_final),
+                    "quality": _mean(ok, spec.quality.name),
+                    "memory_gb": _mean(ok, "memory_gb"),
+                    "_order": _label_order(split_run_name(str(name))[1]),
+                }
+            )
+    if not rows:
+        return pd.DataFrame(columns=GRID_COLUMNS)
+    grid = pd.DataFrame.from_records(rows)
+    grid = grid.sort_values(["task", "experiment", "_order"], kind="stable")
+    grid["chosen"] = False
+    for _, points in grid.groupby(["task", "experiment"], sort=False):
+        grid.loc[_best(points), "chosen"] = True
+    return grid.drop(columns="_order").reset_index(drop=True)[GRID_COLUMNS]
+
+
+def _label_order(label: str) -> tuple:
+    """Sort key of a point label: its values in order, numbers by value."""
+    key = []
+    for part in label.split(","):
+        value = part.partition("=")[2]
+        try:
+            key.append((0, float(value), ""))
+        except ValueError:
+            key.append((1, 0.0, value))
+    return tuple(key)
+
+
+def _mean(rows: pd.DataFrame, column: str) -> float:
+    if column not in rows.columns or rows.empty:
+        return float("nan")
+    values = pd.to_numeric(rows[column], errors="coerce").dropna()
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def _best(points: pd.DataFrame) -> object:
+    """Label of the chosen point among one experiment's ``points`` (rows of the grid)."""
+    key = pd.DataFrame(
+        {
+            # Points with a failed seed, or no validation value, come last.
+            "incomplete": (points["failed"] > 0) | points["valid"].isna(),
+            "valid": -points["valid"].fillna(-np.inf),
+            "memory": points["memory_gb"].fillna(np.inf),
+            "order": points["_order"],
+        },
+        index=points.index,
+    )
+    return key.sort_values(list(key.columns), kind="stable").index[0]
+
+
+def choose(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary ``table`` with each searched experiment reduced to its chosen point's rows,
+    ``search_point`` and ``search_size`` filled (empty for experiments without a grid)."""
+    table = table.copy()
+    table["search_point"] = None
+    table["search_size"] = pd.array([pd.NA] * len(table), dtype="Int64")
+    if table.empty or not table["name"].astype(str).str.contains(POINT_SEPARATOR).any():
+        return table
+    grid = grid_table(table)
+    _, point = _split(table)
+    runs = table["method"].astype(str) + "/" + table["name"].astype(str)
+    keep = point.isna() | runs.isin(set(grid.loc[grid["chosen"], "run"]))
+    sizes = grid.groupby(["task", "experiment"])["point"].count()
+    base, _ = _split(table)
+    table["search_point"] = point.where(point.notna(), None)
+    table["search_size"] = pd.array(
+        [
+            sizes.get((task, b), pd.NA) if p is not None else pd.NA
+            for task, b, p in zip(table["task"], base, point, strict=True)
+        ],
+        dtype="Int64",
+    )
+    return table[keep]

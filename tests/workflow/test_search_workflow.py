@@ -1,0 +1,67 @@
+"""A search grid through the whole workflow: every point is its own cached job, the summary keeps
+the point chosen on validation, and the report shows the grid (tests/analysis for the rule)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from wfutil import copy_workflow, snakemake, task_jobs
+
+GRID = "optimizer_kwargs.lr: [0.001, 0.01]"
+EXTRA = (
+    "tasks: [math]\nselect: {math: [lora/rank8-qv]}\n"
+    f"math: {{search_points: all, search: {{{GRID}}}}}\n"
+)
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("grid"))
+    proc = snakemake(workdir, extra_config=EXTRA)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return workdir
+
+
+def test_every_point_runs_and_the_summary_keeps_the_validation_choice(grid_run: Path) -> None:
+    runs = grid_run / "results/math/runs/lora"
+    assert sorted(p.name for p in runs.iterdir()) == ["rank8-qv@lr=0.001", "rank8-qv@lr=0.01"]
+    for point in (0.001, 0.01):
+        result = json.loads((runs / f"rank8-qv@lr={point:g}/seed0/result.json").read_text())
+        assert result["config"]["optimizer_kwargs"] == {"lr": point, "weight_decay": 0.1}
+    grid = pd.read_csv(grid_run / "results/math/report/search.csv")
+    assert list(grid["point"]) == ["lr=0.001", "lr=0.01"]
+    chosen = grid[grid["chosen"]]
+    assert len(chosen) == 1
+    # The choice is the better validation accuracy (ties: same memory, smaller lr).
+    best = grid["valid"].max()
+    assert chosen["valid"].iloc[0] == best
+    if (grid["valid"] == best).all():
+        assert chosen["point"].iloc[0] == "lr=0.001"
+    for summary in ("results/math/summary.csv", "results/summary.csv"):
+        table = pd.read_csv(grid_run / summary)
+        lora = table[table["method"] == "lora"]
+        assert list(lora["experiment"]) == [chosen["run"].iloc[0]]
+        assert lora["search_size"].iloc[0] == 2
+        assert lora["search_point"].iloc[0] == chosen["point"].iloc[0]
+    page = (grid_run / "results/math/report/search.html").read_text()
+    assert "★" in page and "Sensitivity" in page and "lora/rank8-qv" in page
+
+
+def test_a_new_grid_value_runs_only_the_new_point(grid_run: Path) -> None:
+    extra = EXTRA.replace("[0.001, 0.01]", "[0.001, 0.01, 0.03]")
+    proc = snakemake(grid_run, "-n", extra_config=extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert task_jobs(proc.stdout, "train") == {"math": 1}, proc.stdout
+    assert "rank8-qv@lr=0.03" in proc.stdout
+
+
+def test_a_bad_grid_fails_before_any_job(grid_run: Path) -> None:
+    extra = EXTRA.replace(GRID, "optimizer_kwargs.lr: [0.001, -1]")
+    proc = snakemake(grid_run, "-n", extra_config=extra)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "at point lr=-1 of the task's search (config)" in output, output[-3000:]
+    assert "'optimizer_kwargs.lr' must be > 0" in output
