@@ -11,6 +11,8 @@ import yaml
 
 sys.path.insert(0, workflow.basedir)
 
+from snakemake.exceptions import WorkflowError
+
 from peftbench.core import codehash  # noqa: E402
 from peftbench.core import configfile  # noqa: E402
 from peftbench.core import experiments as exps  # noqa: E402
@@ -21,6 +23,7 @@ from peftbench.core.config import (
     training_table,
 )  # noqa: E402
 from peftbench.core.layout import ARCHITECTURES, ESTIMATE_FILE  # noqa: E402
+from peftbench.core.workflow import gpu_device_present  # noqa: E402
 from peftbench.tasks import registry  # noqa: E402
 
 LIBRARIES = ["torch", "transformers", "peft", "tokenizers", "datasets", "diffusers"]
@@ -159,6 +162,13 @@ def code_hash(*entries, task=None):
 
 
 def library_versions():
+    """Installed versions of LIBRARIES: a param of every rule that runs them."""
+    return dict(_library_versions())
+
+
+@cache
+def _library_versions():
+    # Read once: each rule asks, and every look-up scans the installed distributions.
     from importlib.metadata import version
 
     return {name: version(name) for name in LIBRARIES}
@@ -182,8 +192,65 @@ def gpus_per_training_job(wildcards):
     return 1 if not workflow.is_main_process or cuda_available() else 0
 
 
+# Scheduling (issue 15). A task's training jobs wait for its set-up jobs (data, embedded base
+# models, encoders, shared references), so these run first: among the jobs that are ready,
+# Snakemake starts those of the highest `priority:` (it does not pass a priority on to the jobs
+# a prioritised job waits for, so each set-up rule carries its own). Training jobs keep 0.
+SETUP_PRIORITY = 10
+# Data preparation takes seconds and every set-up job of its task waits for it.
+DATA_PRIORITY = SETUP_PRIORITY + 10
+# At most this many threads for one set-up job: a model of the embedded size is small, and the
+# other cores can serve other jobs (a guess: speed-ups beyond 2 threads are not measured).
+MAX_SETUP_THREADS = 8
+# The threads of every set-up rule of this run whose thread count is fixed (see setup_threads).
+FIXED_SETUP_THREADS = []
+
+
+def available_cores():
+    """The cores Snakemake was given (--cores; 1 in a dry run without it), or 1 where it was
+    given none (a cluster run without --cores: jobs get the threads they ask for there).
+    """
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
+def setup_threads(fixed=None, needed=True):
+    """The `threads:` of a set-up rule (an embedded base model, an encoder).
+
+    ``fixed``: a thread count the rule's results depend on (the embedded image base model and
+    encoder give other bits with 1 and 2 threads), kept on every machine. Without it the results
+    must be the same on any thread count (the math base model's: tests/workflow/
+    test_scheduling.py), and the rule takes the cores that the run's fixed set-up jobs leave,
+    at least 1: no training job can start before the set-up jobs are done, so each should have
+    cores of its own. On 2 cores with both embedded tasks every builder gets one (a second
+    thread would make the math base model wait for both cores, as it did: issue 15); alone (a
+    one-task run) it gets them all. A pure function of the cores and the config, not of which
+    outputs exist, so a run's threads are known from its command. ``needed``: False where the
+    task's config does not build it (a hub model), so that it takes no cores from the others.
+    """
+    if fixed is not None:
+        if needed:
+            FIXED_SETUP_THREADS.append(fixed)
+        return fixed
+
+    def threads(wildcards):
+        # Called while the DAG is built, once every task's rules have been read.
+        return max(
+            1, min(MAX_SETUP_THREADS, available_cores() - sum(FIXED_SETUP_THREADS))
+        )
+
+    return threads
+
+
 @cache
 def cuda_available():
+    """Whether torch sees a GPU. On a Linux machine without any GPU device file (NVIDIA, ROCm,
+    WSL) the answer is no without importing torch (a second or more of every DAG build).
+    """
+    if not gpu_device_present():
+        return False
     import torch
 
     return torch.cuda.is_available()
@@ -213,9 +280,18 @@ def first_quoted(text):
 
 
 def checked_experiments(task):
-    """The selected experiments of ``task``; ConfigError listing every problem otherwise."""
+    """The selected experiments of ``task``; ConfigError listing every problem otherwise.
+
+    Every check's verdict is kept (peftbench.core.preflight_cache, keyed by all it reads): an
+    unchanged experiment is not checked again, and when nothing needs checking neither torch
+    nor peft nor the meta model is imported.
+    """
+    from peftbench.core import preflight_cache
+
     cfg = config[task]
     root = cfg["experiments_dir"]
+    code = preflight_cache.code_digest([codehash.ROOT, task_folder(task)])
+    cache = preflight_cache.PreflightCache(preflight_cache.DEFAULT_FOLDER, code)
     try:
         found = exps.discover(root)
     except ConfigError as exc:
@@ -223,11 +299,16 @@ def checked_experiments(task):
             f"{blamed(task, 'experiments_dir')}: {task}.experiments_dir: {exc}"
         )
     # A bad default would fail every experiment: blame the config file that sets it, once.
+    defaults = cache.problems(
+        "defaults",
+        {"training": cfg["training"], "task": task},
+        lambda: exps.training_problems(
+            cfg["training"], f"{task}.training", task_table(task)
+        ),
+    )
     problems = [
         f"{blamed(task, 'training', *first_quoted(p).split('.'))}: {p}"
-        for p in exps.training_problems(
-            cfg["training"], f"{task}.training", task_table(task)
-        )
+        for p in defaults
     ]
     if not problems:
         where = f"{blamed('select', task)}: select.{task}"
@@ -241,22 +322,32 @@ def checked_experiments(task):
             )
         except ConfigError as exc:
             problems += str(exc).splitlines()
+        settings = training_settings(task)
         for experiment in found:
-            problems += exps.file_problems(
-                root,
-                experiment,
-                cfg["training"],
-                task_table(task),
-                **training_settings(task),
+            problems += cache.problems(
+                "files",
+                {
+                    **preflight_cache.experiment_inputs(root, experiment),
+                    "training": cfg["training"],
+                    **settings,
+                },
+                lambda: exps.file_problems(
+                    root, experiment, cfg["training"], task_table(task), **settings
+                ),
             )
     # The model-level check needs the files to be sound; it runs once, in the main process
     # (cluster jobs re-read this file and need not repeat it).
-    if not problems and workflow.is_main_process and SPECS[task].meta_model:
+    meta_model = SPECS[task].meta_model
+    if not problems and workflow.is_main_process and meta_model:
         from peftbench.core.validate import validate_task
 
-        build = task_module(task, SPECS[task].meta_model).build_meta_model
+        def build(task_cfg):
+            return task_module(task, meta_model).build_meta_model(task_cfg)
+
         where = f"{blamed(task, 'base_model')}: {task}"
-        problems = validate_task(cfg, found, build, task_table(task), where=where)
+        problems = validate_task(
+            cfg, found, build, task_table(task), where=where, cache=cache
+        )
     if problems:
         raise ConfigError(
             f"{len(problems)} problem(s) found before training:\n" + "\n".join(problems)
@@ -340,6 +431,8 @@ def training_params(wildcards):
         experiment,
         task_table(task),
         **training_settings(task),
+        # Every run of the plan passed these checks in checked_experiments (file_problems).
+        validate=False,
     )
 
 

@@ -2,6 +2,7 @@
 # embedded base models, encoders) -> one training and evaluation job per experiment x seed.
 # What differs between tasks comes from the spec (peftbench.tasks.<task>.SPEC) and the task's
 # config section: the modules a job runs, its extra inputs, its resources.
+# Scheduling (threads and priorities of set-up jobs): rules/common.smk, setup_threads.
 
 
 rule prepare_data:
@@ -9,6 +10,7 @@ rule prepare_data:
         directory("results/{task}/data"),
     log:
         "logs/{task}/prepare_data.log",
+    priority: DATA_PRIORITY
     conda:
         "../envs/train.yaml"
     params:

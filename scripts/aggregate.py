@@ -13,6 +13,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
+from peftbench.core.workflow import forbid_imports  # noqa: E402
+
+# Reads result files only: torch-free by contract, checked while it runs.
+forbid_imports("aggregate")
+
 from peftbench.analysis.aggregate import (  # noqa: E402
     load_results,
     provenance_warnings,

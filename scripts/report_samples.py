@@ -10,6 +10,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
+from peftbench.core.workflow import forbid_imports  # noqa: E402
+
+# Reads result files only: torch-free by contract, checked while it runs.
+forbid_imports("report_samples")
+
 from peftbench.analysis.aggregate import load_results  # noqa: E402
 from peftbench.core.io import atomic_path  # noqa: E402
 from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402

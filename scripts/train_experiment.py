@@ -14,7 +14,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
+from peftbench.core.layout import BASE_METHOD  # noqa: E402
 from peftbench.core.runs import RunContext, RunOutputError  # noqa: E402
+from peftbench.core.search import split_run_name  # noqa: E402
 from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402
 from peftbench.tasks import registry  # noqa: E402
 
@@ -24,7 +26,12 @@ register_task_packages(sm)
 task = sm.wildcards.task
 spec = registry.get(task)
 task_cfg = sm.params.task_cfg
-experiment_dir = Path(task_cfg["experiments_dir"]) / sm.wildcards.method / sm.wildcards.name
+# A grid point's run (name@point) trains the experiment folder's config at that point.
+folder = split_run_name(sm.wildcards.name)[0]
+experiment_dir = Path(task_cfg["experiments_dir"]) / sm.wildcards.method / folder
+if sm.wildcards.method != BASE_METHOD and not experiment_dir.is_dir():
+    # Never train something else under this label (no folder would mean full fine-tuning).
+    raise FileNotFoundError(f"{experiment_dir}: experiment folder of this run is missing")
 # Every named input but the experiment's own files: the data folder and the spec's extras.
 inputs = {key: Path(value) for key, value in sm.input.items() if key != "experiment"}
 ctx = RunContext(

@@ -251,12 +251,15 @@ def effective_params(
     merge: str = "deep",
     task_search: Mapping[str, Any] | None = None,
     points: str = "all",
+    validate: bool = True,
 ) -> dict[str, Any]:
     """Task defaults merged (``merge``, :data:`MERGE_MODES`) with the experiment's overrides,
     validated against ``table`` (the task's training keys,
     :func:`peftbench.core.config.training_table`). ``experiment`` may name a grid point
     (``method/name@point``, see :mod:`peftbench.core.search`): its values are set last; with
     ``points`` "middle", an experiment named without a point runs its grid's middle point.
+    ``validate=False`` skips the checks of the merged params that need torch (the pre-flight
+    check has run them on every run of the plan).
 
     Raises ConfigError listing every problem, each naming the file and the key.
     """
@@ -277,9 +280,11 @@ def effective_params(
         elif space:
             merged = search.apply_point(merged, search.middle_point(space))
             path = f"{path} at the middle point of {grid}"
-    if not problems:
+    if not problems and validate:
         # The defaults passed the same checks (rules/common.smk), so what fails now comes from
-        # this file, alone or together with a default (lora-fa without its `r`).
+        # this file, alone or together with a default (lora-fa without its `r`). The checks of
+        # the merged params import torch; ``validate=False`` skips them where they already ran
+        # (rule params, after the DAG's pre-flight check), so a cached plan stays torch-free.
         problems = training_problems(merged, f"{path} (merged with the task defaults)", table)
     if problems:
         raise ConfigError("\n".join(problems))

@@ -70,7 +70,19 @@ def torch_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def wrap_peft(model: Any, exp_dir: Path | None, params: dict[str, Any]) -> tuple[Any, dict | None]:
-    """PEFT-wrap ``model`` with the experiment's adapter config; no config means full fine-tuning."""
+    """PEFT-wrap ``model`` with the experiment's adapter config; no config means full fine-tuning,
+    which only a full fine-tuning folder may ask for (peftbench.core.experiments.check_folder):
+    any other folder without its config fails here rather than train every weight under a PEFT
+    method's label."""
+    if exp_dir is not None and not (exp_dir / "adapter_config.json").exists():
+        from peftbench.core.experiments import FULL_FINETUNING_MARKER, FULL_FINETUNING_METHOD
+
+        full = exp_dir.parent.name == FULL_FINETUNING_METHOD
+        if not full and not (exp_dir / FULL_FINETUNING_MARKER).exists():
+            raise FileNotFoundError(
+                f"{exp_dir / 'adapter_config.json'}: missing, and the folder is not a full "
+                "fine-tuning experiment"
+            )
     if exp_dir is None or not (exp_dir / "adapter_config.json").exists():
         for p in model.parameters():
             p.requires_grad_(True)

@@ -13,7 +13,9 @@ rejected for it. A hub model's architecture comes from the repository, a local f
 Hugging Face cache (peftbench.core.offline), so the check runs offline.
 
 Notes (what was checked another way, what was ignored) are printed to stderr, one line each,
-or collected by the caller (``validate_task(..., notes=[])``).
+or collected by the caller (``validate_task(..., notes=[])``). The workflow keeps each verdict
+(peftbench.core.preflight_cache): an unchanged experiment is not checked again, and the base
+model (and torch) is built only for the experiments that are.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peftbench.core import kvprefix, offline, quant
+from peftbench.core import offline
 from peftbench.core.config import ConfigError, read_json_object
 from peftbench.core.experiments import ADAPTER_CONFIG, TRAINING_PARAMS, effective_params
-from peftbench.tasks.spec import TrainingKey
+
+if TYPE_CHECKING:
+    from peftbench.core.preflight_cache import PreflightCache
+    from peftbench.tasks.spec import TrainingKey
 
 #: Warnings that wrapping a weight-less copy of the model raises and that ask nothing of the user
 #: here: (category, message regex). Each shows again in the training job's log, where it applies.
@@ -112,6 +117,9 @@ def examine(
     """Problems and notes of one experiment of ``task_cfg`` (its ``training`` defaults,
     ``experiments_dir``, ``training_merge`` and ``base_model``); ``factory()`` builds a fresh
     meta-device base model (one per wrapping attempt)."""
+    # Imported here: quant imports torch, which a DAG whose verdicts are all cached never needs.
+    from peftbench.core import kvprefix, quant
+
     root = Path(task_cfg["experiments_dir"])
     folder = root / experiment
     found = Findings()
@@ -250,6 +258,7 @@ def validate_task(
     table: Mapping[str, TrainingKey] | None = None,
     notes: list[str] | None = None,
     where: str | None = None,
+    cache: PreflightCache | None = None,
 ) -> list[str]:
     """One message per problem, each naming the file and the field.
 
@@ -257,11 +266,50 @@ def validate_task(
     spec's ``meta_model`` module provides it, so this module never names a task); ``table``:
     the task's training keys; ``notes``: where notes go (default: printed to stderr);
     ``where``: the config file(s) and task section that set the base model, for the message
-    when its architecture cannot be read.
+    when its architecture cannot be read; ``cache``: verdicts of earlier checks
+    (peftbench.core.preflight_cache): an experiment found there is not checked again, and the
+    base model is built only when some experiment is not.
     """
     problems = check_local_data(task_cfg["data"])
     task_cfg, source_note = offline.with_local_architecture(task_cfg)
     told = [source_note] if source_note else []
+    keys = {e: cache.model_key(task_cfg, e) for e in experiments} if cache is not None else {}
+    verdicts: dict[str, Findings] = {}
+    for experiment, key in keys.items():
+        stored = cache.load(key) if cache is not None and key is not None else None
+        if stored is not None:
+            verdicts[experiment] = Findings(*stored)
+    pending = [experiment for experiment in experiments if experiment not in verdicts]
+    if pending:
+        missing = _check_pending(task_cfg, pending, build_meta_model, table, where, verdicts)
+        if missing is not None:
+            return problems + [missing]
+        for experiment in pending:
+            key = keys.get(experiment)
+            if cache is not None and key is not None:
+                cache.store(key, verdicts[experiment].problems, verdicts[experiment].notes)
+    for experiment in experiments:
+        problems += verdicts[experiment].problems
+        told += verdicts[experiment].notes
+    if notes is None:
+        for note in told:
+            print(f"peftbench pre-flight note: {note}", file=sys.stderr)
+    else:
+        notes += told
+    return problems
+
+
+def _check_pending(
+    task_cfg: dict[str, Any],
+    pending: list[str],
+    build_meta_model: Callable[[dict[str, Any]], Any],
+    table: Mapping[str, TrainingKey] | None,
+    where: str | None,
+    verdicts: dict[str, Findings],
+) -> str | None:
+    """Check each of ``pending`` against one meta model built for them all (each wrapping
+    attempt wraps a deep copy of it), into ``verdicts``; the message when the architecture of a
+    hub model cannot be read (nothing is checked then)."""
     model_id = offline.hub_model_id(task_cfg)
     on_hub = model_id is not None and not Path(model_id).expanduser().is_dir()
     with quiet_meta_checks():  # building the meta model may warn too
@@ -273,16 +321,9 @@ def validate_task(
             if not on_hub or not offline.is_hub_failure(exc):
                 raise
             where = where or f"the config of the task of {task_cfg['experiments_dir']}"
-            return problems + [
-                offline.missing_architecture(model_id, where, offline.hub_reachable(), exc)
-            ]
-        for experiment in experiments:
-            found = examine(lambda: copy.deepcopy(pristine), task_cfg, experiment, table)
-            problems += found.problems
-            told += found.notes
-    if notes is None:
-        for note in told:
-            print(f"peftbench pre-flight note: {note}", file=sys.stderr)
-    else:
-        notes += told
-    return problems
+            return offline.missing_architecture(model_id, where, offline.hub_reachable(), exc)
+        for experiment in pending:
+            verdicts[experiment] = examine(
+                lambda: copy.deepcopy(pristine), task_cfg, experiment, table
+            )
+    return None

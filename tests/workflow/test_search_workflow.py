@@ -31,6 +31,10 @@ def test_every_point_runs_and_the_summary_keeps_the_validation_choice(grid_run: 
     for point in (0.001, 0.01):
         result = json.loads((runs / f"rank8-qv@lr={point:g}/seed0/result.json").read_text())
         assert result["config"]["optimizer_kwargs"] == {"lr": point, "weight_decay": 0.1}
+        # The point trains the experiment folder's adapter, not every weight.
+        assert result["peft_config"]["peft_type"] == "LORA"
+        metrics = result["metrics"]
+        assert 0 < metrics["trainable_params"] < metrics["total_params"] / 10
     grid = pd.read_csv(grid_run / "results/math/report/search.csv")
     assert list(grid["point"]) == ["lr=0.001", "lr=0.01"]
     chosen = grid[grid["chosen"]]

@@ -14,6 +14,11 @@ from peftbench.tasks.spec import Column, PublishedFormat, TaskSpec, TrainingKey
 
 EMBEDDED_BASE = "results/image/base_model"
 EMBEDDED_ENCODER = "results/image/encoder"
+#: Rule image_base_reference's output: what every run would recompute identically (the base
+#: model's images, the encoder's reference embeddings), see peftbench.tasks.image.reference.
+BASE_REFERENCE = "results/image/base_reference"
+#: Training parameters that change the base model's images (the reference's rule params).
+GENERATION_KEYS = ("num_inference_steps", "guidance_scale", "batch_size_eval", "dtype")
 
 
 def _similarity(item: Mapping[str, Any]) -> float:
@@ -21,7 +26,7 @@ def _similarity(item: Mapping[str, Any]) -> float:
 
 
 def _extra_inputs(cfg: Mapping[str, Any]) -> dict[str, str]:
-    inputs = {}
+    inputs = {"reference": BASE_REFERENCE}
     if cfg["base_model"]["source"] == "embedded":
         inputs["base"] = EMBEDDED_BASE
     if cfg["encoder"]["source"] == "embedded":

@@ -1,15 +1,17 @@
 """The image task: teach a text-to-image model a new concept from a few images (DreamBooth style).
 
 One run: load the base model, cache prompt embeddings and instance latents, drop the text encoder,
-generate the drift and sample images of the *base* model, fine-tune the transformer (PEFT adapter
-or all weights) with the flow-matching loss, then generate the test, drift and sample images of
-the fine-tuned model from the same noise, load the similarity encoder and score them.
+take the drift and sample images of the *base* model (computed once per task by rule
+image_base_reference, see :mod:`peftbench.tasks.image.reference`; inline when its settings differ),
+fine-tune the transformer (PEFT adapter or all weights) with the flow-matching loss, then generate
+the test, drift and sample images of the fine-tuned model from the same noise, load the
+similarity encoder and score them.
 
 Differences from the published benchmark, on purpose (see README):
 * the similarity encoder is not resident while training, so the memory figure is the training's;
 * train time sums optimizer steps only (no caching, no evaluation);
-* drift is measured for full fine-tuning too: the base model's images come from the same run,
-  generated before training from the same noise as the fine-tuned model's;
+* drift is measured for full fine-tuning too: the base model's images are generated from the
+  same noise as the fine-tuned model's, with the same settings, code and device kind;
 * validation images are generated during training but scored after it (encoder not resident);
 * by default noise levels are drawn from U[0, 1) (continuous), not from the 1000 discrete
   sigmas of the training scheduler; ``noise_levels: scheduler`` draws them the published way
@@ -54,6 +56,12 @@ from peftbench.tasks.image.diffusion import (
     to_uint8,
 )
 from peftbench.tasks.image.noise_levels import NoiseLevels, noise_levels
+from peftbench.tasks.image.reference import (
+    BaseImages,
+    Reference,
+    generation_settings,
+    load_reference,
+)
 from peftbench.tasks.image.similarity import load_encoder
 
 #: Seeds of the evaluation noise: test, validation and sample images share one stream, drift
@@ -86,6 +94,63 @@ def generate_images(
             )
             out.append(to_uint8(pixels))
     return np.concatenate(out)
+
+
+def prompt_embeddings(
+    model: ImageModel, manifest: dict
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Embeddings of every prompt set of the data (one batch per set) and of the empty prompt."""
+    prompt_sets = {k: [e["prompt"] for e in manifest[k]] for k in ("instance", "valid", "test")}
+    prompt_sets |= {"drift": manifest["drift_prompts"], "samples": manifest["sample_prompts"]}
+    return {k: model.encode_prompts(v) for k, v in prompt_sets.items()}, model.encode_prompts([""])
+
+
+def base_images(
+    model: ImageModel, embeds: dict[str, torch.Tensor], negative: torch.Tensor, params: dict
+) -> BaseImages:
+    """The untouched model's drift images (drift noise) and sample images (test noise)."""
+    return BaseImages(
+        drift=generate_images(
+            model, embeds["drift"], negative, torch.Generator().manual_seed(DRIFT_SEED), params
+        ),
+        samples=generate_images(
+            model, embeds["samples"], negative, torch.Generator().manual_seed(TEST_SEED), params
+        ),
+    )
+
+
+def embed_references(
+    reference: Reference, encoder: Any, identity: str, data_dir: Path, manifest: dict
+) -> None:
+    """Fill ``reference``'s encoder embeddings (real test and validation images, base drift
+    images) unless it holds this encoder's already."""
+    if reference.embeddings_for(identity):
+        return
+    reference.encoder_hash = identity
+    reference.test_refs = encoder.embed(load_images(data_dir, manifest["test"]))
+    reference.valid_refs = encoder.embed(load_images(data_dir, manifest["valid"]))
+    reference.drift_embeddings = encoder.embed(reference.images.drift)
+
+
+def compute_reference(
+    task_cfg: dict, params: dict, inputs: dict[str, Path], device: torch.device
+) -> Reference:
+    """The whole reference as a run would compute it (rule ``image_base_reference``)."""
+    data_dir = inputs["data"]
+    manifest = load_manifest(data_dir)
+    model, identity = load_image_model(
+        task_cfg["base_model"], inputs.get("base"), device, torch_dtype(params["dtype"], device)
+    )
+    embeds, negative = prompt_embeddings(model, manifest)
+    model.text_encoder = None
+    offload_codec(model)
+    settings = generation_settings(params, device, identity, data_hash(data_dir))
+    reference = Reference(settings, base_images(model, embeds, negative, params))
+    model = embeds = None  # type: ignore[assignment]
+    gc.collect()
+    encoder, encoder_identity = load_encoder(task_cfg["encoder"], inputs.get("encoder"), device)
+    embed_references(reference, encoder, encoder_identity, data_dir, manifest)
+    return reference
 
 
 def sample_grid(base: np.ndarray, tuned: np.ndarray, scale: int) -> Image.Image:
@@ -127,10 +192,7 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
 
     # Caches, then the text encoder goes: training never needs it (frozen, as in the reference).
     instance = manifest["instance"]
-    prompt_sets = {k: [e["prompt"] for e in manifest[k]] for k in ("instance", "valid", "test")}
-    prompt_sets |= {"drift": manifest["drift_prompts"], "samples": manifest["sample_prompts"]}
-    embeds = {k: model.encode_prompts(v) for k, v in prompt_sets.items()}
-    negative = model.encode_prompts([""])
+    embeds, negative = prompt_embeddings(model, manifest)
     latents = model.encode_images(np.stack(load_images(data_dir, instance)))
     model.text_encoder = None
     offload_codec(model)
@@ -138,12 +200,13 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
 
     repeats = params["test_repeats"]
     test_embeds = embeds["test"].repeat(repeats, 1, 1)  # repeat r of prompt i at r * n + i
-    base_drift = generate_images(
-        model, embeds["drift"], negative, torch.Generator().manual_seed(DRIFT_SEED), params
-    )
-    base_samples = generate_images(
-        model, embeds["samples"], negative, torch.Generator().manual_seed(TEST_SEED), params
-    )
+    # The same for every run with these settings: computed once by rule image_base_reference.
+    settings = generation_settings(params, device, identity, result["provenance"]["data_hash"])
+    reference = load_reference(ctx.input("reference"), settings)
+    result["provenance"]["base_reference"] = "inline" if reference is None else "shared"
+    if reference is None:
+        reference = Reference(settings, base_images(model, embeds, negative, params))
+    base_drift, base_samples = reference.images.drift, reference.images.samples
     if device.type != "cuda":
         tracker.set_baseline()  # CPU: RSS with the model loaded; see memory.py
     metrics["memory_measure"] = tracker.measure
@@ -206,7 +269,8 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
 
     encoder, encoder_identity = load_encoder(ctx.task_cfg["encoder"], ctx.input("encoder"), device)
     result["provenance"]["encoder_hash"] = encoder_identity
-    scores = _score(encoder, data_dir, manifest, test_images, repeats)
+    embed_references(reference, encoder, encoder_identity, data_dir, manifest)
+    scores = _score(reference.test_refs, manifest, encoder.embed(test_images), repeats)
     write_jsonl(out_dir / SPEC.item_file, scores)
     values = np.array([s["similarity"] for s in scores])
     low, high = bootstrap_ci(values, ctx.seed)
@@ -216,12 +280,12 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         similarity_ci_high=high,
         test_n=len(values),
     )
-    pairs = (encoder.embed(drift_images) * encoder.embed(base_drift)).sum(1)
+    pairs = (encoder.embed(drift_images) * reference.drift_embeddings).sum(1)
     # An image identical to the base model's is at distance 0 exactly, not float32 rounding away.
     same = (drift_images == base_drift).reshape(len(pairs), -1).all(1)
     pairs[same] = 1.0
     metrics["drift"] = float((1.0 - pairs.mean()) / 2.0)
-    refs = encoder.embed(load_images(data_dir, manifest["valid"]))
+    refs = reference.valid_refs
     for step, images in valid_images:
         similarity = float((encoder.embed(images) * refs).sum(1).mean())
         curves[SPEC.valid_curve].append({"step": step, SPEC.valid_value: similarity})
@@ -230,12 +294,8 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
     metrics["eval_time_s"] = time.perf_counter() - t0
 
 
-def _score(
-    encoder: Any, data_dir: Path, manifest: dict, images: np.ndarray, repeats: int
-) -> list[dict]:
-    """Cosine of each generated test image to the reference image of its prompt."""
-    refs = encoder.embed(load_images(data_dir, manifest["test"]))
-    generated = encoder.embed(images)
+def _score(refs: np.ndarray, manifest: dict, generated: np.ndarray, repeats: int) -> list[dict]:
+    """Cosine of each generated test image (embedded) to the reference image of its prompt."""
     n = len(manifest["test"])
     return [
         {

@@ -16,6 +16,8 @@ from peftbench.tasks.spec import Column, PublishedFormat, TaskSpec, TrainingKey
 
 #: Base model folder the task's own rules build for the embedded default.
 EMBEDDED_BASE = "results/math/base_model"
+#: The work every run of the task shares, done once (rule math_base_reference; ``reference``).
+REFERENCE_DIR = "results/math/base_reference"
 #: What that folder records about its pretraining, its skill included (``embedded_lm``).
 PRETRAINING_FILE = "pretraining.json"
 #: Key of an item line (``test_predictions.jsonl``) holding its correctness under the published
@@ -33,8 +35,13 @@ def _published_correctness(item: Mapping[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-def _extra_inputs(cfg: Mapping[str, Any]) -> dict[str, str]:
+def base_inputs(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """The base model folder the task's own rules build, if the config uses one."""
     return {"base": EMBEDDED_BASE} if cfg["base_model"]["source"] == "embedded" else {}
+
+
+def _extra_inputs(cfg: Mapping[str, Any]) -> dict[str, str]:
+    return {**base_inputs(cfg), "reference": REFERENCE_DIR}
 
 
 SPEC = TaskSpec(

@@ -33,6 +33,7 @@ from peftbench.tasks.math import PRETRAINING_FILE, PUBLISHED_CORRECT, SPEC, answ
 from peftbench.tasks.math.batches import training_step
 from peftbench.tasks.math.data import data_hash
 from peftbench.tasks.math.evaluate import greedy_generate, heldout_loss
+from peftbench.tasks.math.reference import Reference, environment
 
 
 def load_base(
@@ -115,10 +116,8 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
     """The run itself; its files go to ``out_dir`` (moved into the run folder at the end)."""
     params, data_dir = ctx.params, ctx.inputs["data"]
     metrics, curves = result["metrics"], result["curves"]
-    train_rows = read_jsonl(data_dir / "train.jsonl")
     valid_rows = read_jsonl(data_dir / "valid.jsonl")
     test_rows = read_jsonl(data_dir / "test.jsonl")
-    heldout_rows = read_jsonl(data_dir / "heldout.jsonl")
     tracker = MemoryTracker(device)
     if device.type == "cuda":
         tracker.set_baseline()  # CUDA: include the weights, as the published benchmark does
@@ -135,12 +134,20 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         tracker.set_baseline()  # CPU: RSS after loading; see memory.py
     metrics["memory_measure"] = tracker.measure
 
-    heldout = [encode_heldout(tokenizer, row, params) for row in heldout_rows]
+    # What every run with these settings computes identically comes from the task's reference
+    # (rule math_base_reference) where it matches this run exactly; the rest is computed here.
+    shared = Reference(ctx.input("reference"))
+    hashes = (result["provenance"]["data_hash"], identity)
+    heldout = shared.examples("heldout", params, *hashes) or [
+        encode_heldout(tokenizer, row, params) for row in read_jsonl(data_dir / "heldout.jsonl")
+    ]
 
     def loss_on_heldout(m: Any) -> float:
         return heldout_loss(m, heldout, params["batch_size"], tokenizer.pad_token_id, device)
 
-    metrics["heldout_loss_before"] = loss_on_heldout(model)
+    before = shared.heldout_loss_before(params, *hashes, environment(device, ctx.threads))
+    metrics["heldout_loss_before"] = loss_on_heldout(model) if before is None else before
+    print(f"heldout_loss_before: {'inline' if before is None else 'from the task reference'}")
     is_base = result["method"] == BASE_METHOD
     if not is_base:
         model, result["peft_config"] = wrap_peft(model, ctx.exp_dir, params)
@@ -149,7 +156,9 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         if params["use_gc"]:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
-        examples = encode_rows(tokenizer, train_rows, params)
+        examples = shared.examples("train", params, *hashes)
+        print(f"training examples: {'inline' if examples is None else 'from the task reference'}")
+        examples = examples or encode_rows(tokenizer, read_jsonl(data_dir / "train.jsonl"), params)
 
         def validate(step: int) -> dict[str, float]:
             correct, n, _ = accuracy(model, tokenizer, valid_rows, params, device)

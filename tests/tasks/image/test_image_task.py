@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from image_setup import CONFIG, TIMING
 from paths import REPO
 
 from peftbench.analysis.aggregate import validate_result
-from peftbench.core.config import deep_merge
 from peftbench.core.runs import SHARED_METRICS, RunContext
 from peftbench.core.stats import bootstrap_ci
 from peftbench.tasks.image import SPEC, shapes
-from peftbench.tasks.image.data import prepare_data
 from peftbench.tasks.image.diffusion import (
     PixelCodec,
     generate,
@@ -27,34 +26,8 @@ from peftbench.tasks.image.diffusion import (
     to_uint8,
     unpack,
 )
-from peftbench.tasks.image.embedded import build_embedded_image_base
 from peftbench.tasks.image.run import run_experiment
 from peftbench.tasks.image.similarity import SimilarityEncoder, separation, train_embedded_encoder
-
-CONFIG = deep_merge(
-    yaml.safe_load((REPO / "config/config.yaml").read_text()),
-    yaml.safe_load((REPO / "config/test.yaml").read_text()),
-)["image"]
-TIMING = {
-    "train_memory_peak_bytes",
-    "train_memory_allocated_peak_bytes",
-    "eval_memory_peak_bytes",
-    "eval_memory_allocated_peak_bytes",
-    "train_time_s",
-    "eval_time_s",
-    "generation_time_s",
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Prepared data, a tiny pretrained base model and a tiny encoder (a few seconds)."""
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("tiny_image")
-    prepare_data(CONFIG["data"], root / "data")
-    build_embedded_image_base(CONFIG["base_model"]["embedded"], root / "base", 1)
-    train_embedded_encoder(CONFIG["encoder"]["embedded"], root / "encoder", 1, progress=False)
-    return root
 
 
 def run(

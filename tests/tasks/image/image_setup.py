@@ -1,0 +1,24 @@
+"""What the image tests share: the test-profile config and the metrics that may differ between
+identical runs (the tiny setup itself is conftest.py's fixture ``tiny_image``)."""
+
+from __future__ import annotations
+
+import yaml
+from paths import REPO
+
+from peftbench.core.config import deep_merge
+
+CONFIG = deep_merge(
+    yaml.safe_load((REPO / "config/config.yaml").read_text()),
+    yaml.safe_load((REPO / "config/test.yaml").read_text()),
+)["image"]
+#: Timings and memory: the only metrics two runs of the same config and seed may differ in.
+TIMING = {
+    "train_memory_peak_bytes",
+    "train_memory_allocated_peak_bytes",
+    "eval_memory_peak_bytes",
+    "eval_memory_allocated_peak_bytes",
+    "train_time_s",
+    "eval_time_s",
+    "generation_time_s",
+}
