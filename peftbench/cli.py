@@ -139,6 +139,14 @@ def _task_packages(pairs: list[str]) -> dict[str, str]:
 def _advise_command(args: argparse.Namespace) -> int:
     # A task outside the package (config task_packages) must be registered before its spec is read.
     registry.register_packages(_task_packages(args.task_package))
+    known = [spec.name for spec in registry.known()]
+    if args.task not in known:
+        print(
+            f"peftbench advise: unknown task {args.task!r} (known: {', '.join(known)}; a task "
+            "outside the package needs --task-package NAME=FOLDER)",
+            file=sys.stderr,
+        )
+        return 2
     summary_path = Path(args.summary) if args.summary else default_summary(args.task)
     if not summary_path.exists():
         print(
@@ -216,7 +224,12 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peftbench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="peftbench",
+        description="peftbench's command line (also python -m peftbench): advice from a run's "
+        "results, memory predictions without a GPU, and import and export in the published "
+        "PEFT method-comparison suite's layouts. Each command has its own --help.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     advise_parser = commands.add_parser(
         "advise",
@@ -260,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         # "this-run" is easier to type than the quoted "this run" of the tables.
         type=lambda text: text.replace("-", " ").replace("_", " "),
         choices=[SOURCE_THIS_RUN, SOURCE_PUBLISHED],
+        metavar="{this-run,published}",
         default=SOURCE_THIS_RUN,
-        help="which results to advise from (default: this run)",
+        help="which results to advise from (default: this-run)",
     )
     advise_parser.add_argument(
         "--published-score",

@@ -282,7 +282,7 @@ def test_advise_errors(tmp_path, results_dir, capsys):
         )
         == 2
     )
-    assert "no task 'speech'" in capsys.readouterr().err
+    assert "unknown task 'speech'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["advise", "--task", "math"])  # the memory budget is required
 
@@ -445,3 +445,24 @@ def test_advise_predicted_answers_from_the_allocator_reserve(tmp_path, capsys):
     assert "lora/small" in out and "9.00 GB predicted" in out
     assert "Over the budget: lora/evaluation-heavy (11.0)" in out
     assert "Not estimated: boft/meta" in out
+
+
+def test_help_lists_every_command_and_reads_as_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    for command in ("advise", "estimate-memory", "import-experiments", "export"):
+        assert command in top
+    assert "``" not in top
+    with pytest.raises(SystemExit):
+        main(["advise", "--help"])
+    advise_help = capsys.readouterr().out
+    assert "95%" in advise_help and "95%%" not in advise_help
+    assert "{this-run,published}" in advise_help and "this run," not in advise_help
+
+
+def test_advise_names_the_known_tasks_for_an_unknown_one(capsys):
+    code = main(["advise", "--task", "maths", "--max-memory-gb", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'maths'" in err and "math" in err and "--task-package" in err
