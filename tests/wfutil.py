@@ -52,17 +52,25 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
     return counts
 
 
-def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
-    """(rule, wildcards) of every job a dry run lists, in its order."""
-    jobs = []
+def job_blocks(dry_run_output: str) -> list[tuple[str, str]]:
+    """(rule, text of its block) of every job a dry run lists, in its order."""
+    blocks = []
     for block in re.split(r"^(?=(?:local)?rule \w+:$)", dry_run_output, flags=re.M):
         head = re.match(r"(?:local)?rule (\w+):$", block, flags=re.M)
-        if head is None:
-            continue
-        found = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
-        pairs = (p.split("=", 1) for p in found.group(1).split(", ")) if found else ()
-        jobs.append((head.group(1), dict(pairs)))
-    return jobs
+        if head is not None:
+            blocks.append((head.group(1), block))
+    return blocks
+
+
+def block_wildcards(block: str) -> dict[str, str]:
+    """The wildcards of one job block (empty when it has none)."""
+    found = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
+    return dict(p.split("=", 1) for p in found.group(1).split(", ")) if found else {}
+
+
+def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run lists, in its order."""
+    return [(rule, block_wildcards(block)) for rule, block in job_blocks(dry_run_output)]
 
 
 def task_jobs(dry_run_output: str, rule: str) -> Counter:

@@ -129,11 +129,10 @@ def choose(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty or not table["name"].astype(str).str.contains(POINT_SEPARATOR).any():
         return table
     grid = grid_table(table)
-    _, point = _split(table)
+    base, point = _split(table)
     runs = table["method"].astype(str) + "/" + table["name"].astype(str)
     keep = point.isna() | runs.isin(set(grid.loc[grid["chosen"], "run"]))
     sizes = grid.groupby(["task", "experiment"])["point"].count()
-    base, _ = _split(table)
     table["search_point"] = point.where(point.notna(), None)
     table["search_size"] = pd.array(
         [

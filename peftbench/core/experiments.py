@@ -222,7 +222,17 @@ def search_space(
     run."""
     if experiment == BASE_EXPERIMENT:
         return []
-    path, overrides = _overrides(root, experiment)
+    return _space(*_overrides(root, experiment), task_search, table)
+
+
+def _space(
+    path: Path,
+    overrides: Mapping[str, Any],
+    task_search: Mapping[str, Any] | None,
+    table: Mapping[str, TrainingKey],
+) -> search.Space:
+    """:func:`search_space` of an experiment whose training_params.json (``path``) holds
+    ``overrides`` (already read)."""
     if search.SEARCH_KEY in overrides:
         return search.parse_space(overrides[search.SEARCH_KEY], str(path), table)
     space = search.parse_space(task_search or {}, f"{search.SEARCH_KEY} (task config)", table)
@@ -265,15 +275,15 @@ def effective_params(
     """
     folder = search.base_experiment(experiment)
     label = search.split_run_name(experiment.partition("/")[2])[1]
-    path, overrides = _overrides(root, folder)
+    path, raw = _overrides(root, folder)
     # Where the grid comes from, for messages about one of its points.
-    grid = "its search" if search.SEARCH_KEY in overrides else "the task's search (config)"
-    overrides = {k: v for k, v in overrides.items() if k != search.SEARCH_KEY}
+    grid = "its search" if search.SEARCH_KEY in raw else "the task's search (config)"
+    overrides = {k: v for k, v in raw.items() if k != search.SEARCH_KEY}
     # A task's defaults name the keys it uses: a math-only key in an image experiment is a typo.
     problems = validate_training_params(overrides, str(path), known=defaults.keys(), table=table)
     merged = merge_training(defaults, overrides, merge)
     if (label is not None or points == "middle") and not problems:
-        space = search_space(root, folder, task_search, table or training_table())
+        space = _space(path, raw, task_search, table or training_table())
         if label is not None:
             merged = search.apply_point(merged, search.point_assignment(space, label, str(path)))
             path = f"{path} at point {label} of {grid}"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from paths import REPO
-from wfutil import copy_workflow, snakemake
+from wfutil import block_wildcards, copy_workflow, job_blocks, snakemake
 
 DEFAULT = yaml.safe_load((REPO / "config/config.yaml").read_text())
 SETUP_RULES = {"math_base_model", "image_base_model", "image_encoder"}
@@ -29,21 +29,16 @@ FIXED = {"image_base_model": 1, "image_encoder": 1}
 
 
 def planned(dry_run_output: str) -> list[dict]:
-    """rule, wildcards, threads and priority of every job of a dry run (Snakemake omits threads
+    """rule, task, threads and priority of every job of a dry run (Snakemake omits threads
     1 and priority 0)."""
     jobs = []
-    for block in re.split(r"^(?=(?:local)?rule \w+:$)", dry_run_output, flags=re.M):
-        head = re.match(r"(?:local)?rule (\w+):$", block, flags=re.M)
-        if head is None:
-            continue
+    for rule, block in job_blocks(dry_run_output):
         threads = re.search(r"^\s+threads: (\d+)$", block, flags=re.M)
         priority = re.search(r"^\s+priority: (-?\d+)$", block, flags=re.M)
-        wildcards = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
         jobs.append(
             {
-                "rule": head.group(1),
-                "task": wildcards
-                and dict(p.split("=", 1) for p in wildcards.group(1).split(", ")).get("task"),
+                "rule": rule,
+                "task": block_wildcards(block).get("task"),
                 "threads": int(threads.group(1)) if threads else 1,
                 "priority": int(priority.group(1)) if priority else 0,
             }

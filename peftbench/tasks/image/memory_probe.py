@@ -53,6 +53,12 @@ def build(arch: dict[str, Any], params: dict[str, Any], device: torch.device | s
     return model.to(torch_dtype(params["dtype"], GPU))
 
 
+def _placement(model: Any) -> tuple[torch.device, torch.dtype]:
+    """Where the probe's inputs go: the device and dtype of the model's weights."""
+    parameter = next(model.parameters())
+    return parameter.device, parameter.dtype
+
+
 def training_loss(
     model: Any, arch: dict[str, Any], task_cfg: dict[str, Any], params: dict[str, Any]
 ) -> Callable[[], torch.Tensor]:
@@ -60,13 +66,8 @@ def training_loss(
     (every batch has this shape: images share the resolution, prompts are padded); each call
     selects its batch anew, as each training step does from the caches."""
     config = arch["transformer"]
-    parameter = next(model.parameters())
-    device, dtype, size, grid = (
-        parameter.device,
-        parameter.dtype,
-        params["batch_size"],
-        arch["grid"],
-    )
+    device, dtype = _placement(model)
+    size, grid = params["batch_size"], arch["grid"]
     generator = torch.Generator().manual_seed(0)
 
     def loss() -> torch.Tensor:
@@ -85,13 +86,8 @@ def evaluation(
     """One sampling step of ``batch_size_eval`` images: the noisy latents, the conditional
     and (with guidance) the unconditional velocity, and their guided combination."""
     config = arch["transformer"]
-    parameter = next(model.parameters())
-    device, dtype, size, grid = (
-        parameter.device,
-        parameter.dtype,
-        params["batch_size_eval"],
-        arch["grid"],
-    )
+    device, dtype = _placement(model)
+    size, grid = params["batch_size_eval"], arch["grid"]
 
     def step() -> None:
         tokens = torch.zeros(size, grid * grid, config["in_channels"], device=device, dtype=dtype)
