@@ -89,12 +89,9 @@ def wrap_peft(model: Any, exp_dir: Path | None, params: dict[str, Any]) -> tuple
         return model, None
     from peft import PeftConfig, get_peft_model
 
+    # (An AdaLoRA config without total_step cannot be loaded at all: PEFT raises, and the
+    # pre-flight check reports it before any job, naming the file.)
     peft_config = PeftConfig.from_pretrained(str(exp_dir))
-    if getattr(peft_config, "peft_type", None) == "ADALORA" and not getattr(
-        peft_config, "total_step", None
-    ):
-        # AdaLoRA's rank schedule is defined over the run length; tie it to max_steps.
-        peft_config.total_step = params["max_steps"]
     model = get_peft_model(
         model, peft_config, autocast_adapter_dtype=params["autocast_adapter_dtype"]
     )
