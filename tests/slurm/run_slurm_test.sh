@@ -282,6 +282,7 @@ runs = {
     f"math_{p.parts[-4]}_{p.parts[-3]}_{p.parts[-2].removeprefix('seed')}"
     for p in (wf / "results/math/runs").glob("*/*/seed*/result.json")
 }
+GPU_REFERENCE_RULES = {"math_base_reference", "image_base_reference"}
 failed_comment = f"rule_train_wildcards_math_{failed_run.replace('/', '_')}_0"
 problems, completed = [], []
 for line in jobs_file.read_text().splitlines():
@@ -301,6 +302,10 @@ for line in jobs_file.read_text().splitlines():
             problems.append(f"job {jobid} ({comment}) asked for no single GPU: {tres!r}")
         if int(cpus) != threads:
             problems.append(f"job {jobid} ({comment}) got {cpus} CPUs, config says {threads}")
+    elif rule in GPU_REFERENCE_RULES:
+        # The base model's shared reference runs where training runs (profiles/slurm says why).
+        if not re.search(r"gpu(:\w+)?[:=]1$", tres):
+            problems.append(f"job {jobid} ({comment}) asked for no single GPU: {tres!r}")
     elif rule == "aggregate":
         problems.append(f"job {jobid}: aggregate is a localrule but ran on SLURM")
     elif "gpu" in tres:
