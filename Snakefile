@@ -45,5 +45,14 @@ rule all:
         [path for task in SPECS for path in run_results(task)],
 
 
+onstart:
+    start_local_worker()
+
+
 onsuccess:
+    stop_local_worker()
     report_failures()
+
+
+onerror:
+    stop_local_worker()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis.comparable import items_for, scored_column, with_score
+from peftbench.analysis.comparable import SCORE_COLUMN, items_for, scored_column, with_score
 from peftbench.analysis.noise import Bootstrap, task_frontier
 from peftbench.analysis.summary import (
     SOURCE_PUBLISHED,
@@ -111,6 +111,22 @@ def advise(
     candidates = ok[ok["experiment"].isin(fits.index)]
     if candidates.empty:
         return pd.DataFrame(), pd.DataFrame(), notes
+    if scored != quality and comparable_items:
+        # Some runs have the item scores, others (e.g. results older than them) do not: those
+        # stay in the comparison, resampled over seeds only, as when none has them.
+        lacking = candidates[
+            (candidates[SCORE_COLUMN] == scored) & ~candidates.index.isin(list(comparable_items))
+        ]
+        if not lacking.empty:
+            runs = ", ".join(
+                f"{row.experiment} seed {row.seed:g}"
+                for row in lacking.sort_values(["experiment", "seed"]).itertuples()
+            )
+            notes.append(
+                f"{len(lacking)} run(s) scored by {scored} have no per-item scores of it "
+                f"recorded ({runs}): they are compared all the same, without resampling "
+                "their test items (a single such run has no interval)"
+            )
     objectives = {quality: "max", **{column: "min" for column in budget}}
     table = task_frontier(
         candidates,

@@ -549,3 +549,38 @@ def report_failures():
         )
         for row in failed.itertuples():
             print(f"  FAILED {row.experiment} seed {row.seed}: {row.error}")
+
+
+#: The local worker of this run (onstart), stopped when the run ends.
+LOCAL_WORKER = []
+
+
+def start_local_worker():
+    """onstart: on a local run, one process imports the training stack and forks every job
+    (config local_worker; peftbench/core/worker.py). Cluster jobs run in their own allocation,
+    and a per-rule conda environment has another interpreter, so neither gets one."""
+    from snakemake.settings.types import DeploymentMethod
+
+    from peftbench.core import worker
+
+    if (
+        not config.get("local_worker", True)
+        or not workflow.local_exec
+        or workflow.touch
+        or DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    ):
+        return
+    # Task packages outside peftbench are imported by each job (the worker cannot know them).
+    runs = [SPECS[t].run_module for t in SPECS if t in registry.BUILTIN]
+    preload = [*worker.STACK, *runs]
+    # One server per thread count of the tasks' training jobs; other jobs run themselves.
+    threads = [config[task]["resources"]["threads"] for task in SPECS]
+    LOCAL_WORKER.extend(worker.start(preload, threads, Path(".snakemake/peftbench")))
+
+
+def stop_local_worker():
+    """onsuccess / onerror: stop the worker of this run."""
+    from peftbench.core import worker
+
+    worker.stop(LOCAL_WORKER)
+    LOCAL_WORKER.clear()

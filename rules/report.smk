@@ -37,13 +37,15 @@ PUBLISHED_FOLDERS = configured_folders(config.get("published"))
 PUBLISHED_FILES = configured_files(config.get("published"))
 
 
-# One task's summary (one row per run) and its quality-vs-memory chart with the noise-aware
+# One task's summary (one row per run), its search grids (every point, the chosen one marked;
+# the report's search page reads them) and its quality-vs-memory chart with the noise-aware
 # frontier (the same chart as the report's).
 rule aggregate:
     input:
         lambda wildcards: run_results(wildcards.task),
     output:
         summary="results/{task}/summary.csv",
+        search="results/{task}/search.csv",
         html="results/{task}/pareto.html",
         png="results/{task}/pareto.png",
     log:
@@ -100,6 +102,8 @@ rule summary:
 rule report_task:
     input:
         summary="results/summary.parquet",
+        # Every point of the task's search grids (rule aggregate), for the search page.
+        search="results/{task}/search.csv",
         results=lambda wildcards: run_results(wildcards.task),
         published=PUBLISHED_FILES,
     output:

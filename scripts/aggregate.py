@@ -1,8 +1,11 @@
-"""Snakemake entry point (rule aggregate): one task's summary table and its Pareto chart.
+"""Snakemake entry point (rule aggregate): one task's summary table, its search grids and its
+Pareto chart.
 
-``results/<task>/summary.csv`` (one row per run) and ``results/<task>/pareto.html`` / ``.png``:
-the task's quality against training memory with the noise-aware frontier, drawn by the same
-chart as the report. Params: ``title`` of the chart.
+``results/<task>/summary.csv`` (one row per run, of a search grid only the point chosen on
+validation), ``results/<task>/search.csv`` (every point of every search grid with the choice,
+:func:`peftbench.analysis.search.grid_table`, which the report's search page reads) and
+``results/<task>/pareto.html`` / ``.png``: the task's quality against training memory with the
+noise-aware frontier, drawn by the same chart as the report.
 """
 
 import os
@@ -24,8 +27,10 @@ from peftbench.analysis.aggregate import (  # noqa: E402
     summarize,
     write_summary,
 )
+from peftbench.analysis.search import grid_table  # noqa: E402
 from peftbench.analysis.summary import normalize, table_item_scores  # noqa: E402
 from peftbench.analysis.tables import AXES, experiment_frontier  # noqa: E402
+from peftbench.core.io import atomic_path  # noqa: E402
 from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402
 from peftbench.report.captions import chart_caption  # noqa: E402
 from peftbench.report.charts import frontier_chart, legend_colors  # noqa: E402
@@ -37,10 +42,15 @@ redirect_log(sm)
 register_task_packages(sm)  # tasks outside the package (config task_packages)
 task = sm.wildcards.task
 spec = registry.get(task)
-table = summarize(load_results(sm.input))
+results = load_results(sm.input)
+table = summarize(results)
 for warning in provenance_warnings(table):
     print(f"WARNING: {warning}")
 write_summary(table, sm.output.summary)
+# The summary keeps each grid's chosen point only; the grid table needs every point.
+grid = grid_table(summarize(results, choose_points=False))
+with atomic_path(sm.output.search) as tmp:
+    grid.to_csv(tmp, index=False)
 
 rows = normalize(table)  # with family and source, as the report's frontier reads them
 # results/<task>/summary.csv: the run folders are below results/<task>/runs.

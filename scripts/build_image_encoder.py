@@ -1,13 +1,16 @@
 """Snakemake entry point: train the embedded similarity encoder (rule image_encoder)."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
-# Threads that spin while waiting make a 2-core machine 10x slower when two jobs share it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+# A local run hands the job to the workflow's worker, which has the training stack imported
+# already (peftbench/core/worker.py); without one, delegate returns and the job runs here.
+from peftbench.core.worker import delegate  # noqa: E402
+
+delegate(__real_file__)  # noqa: F821 - set by Snakemake's preamble: this job's script file
 
 from peftbench.core.io import atomic_dir  # noqa: E402
 from peftbench.core.workflow import redirect_log  # noqa: E402

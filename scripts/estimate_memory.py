@@ -11,15 +11,18 @@ prediction never fails the job.
 """
 
 import json
-import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
-# Threads that spin while waiting make a 2-core machine 10x slower when two jobs share it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+# A local run hands the job to the workflow's worker, which has the training stack imported
+# already (peftbench/core/worker.py); without one, delegate returns and the job runs here.
+from peftbench.core.worker import delegate  # noqa: E402
+
+delegate(__real_file__)  # noqa: F821 - set by Snakemake's preamble: this job's script file
 
 from peftbench.core.io import atomic_path  # noqa: E402
 from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402

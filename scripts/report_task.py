@@ -1,10 +1,13 @@
 """Snakemake entry point (rule report_task): one task's report charts and pages.
 
 Trade-off charts (quality vs training memory, time, trainable parameters, file size) with the
-noise-aware frontier, learning curves, the frontier tables and the effective configs.
+noise-aware frontier, learning curves, the frontier tables, the effective configs and the search
+page, from the search grids rule aggregate wrote (``results/<task>/search.csv``, copied to
+``results/<task>/report/search.csv`` beside the page).
 """
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,10 +21,10 @@ forbid_imports("report_task")
 
 import pandas as pd  # noqa: E402
 
-from peftbench.analysis.aggregate import load_results, summarize  # noqa: E402
+from peftbench.analysis.aggregate import load_results  # noqa: E402
 from peftbench.analysis.glossary import axis_title  # noqa: E402
 from peftbench.analysis.published import import_published  # noqa: E402
-from peftbench.analysis.search import grid_table  # noqa: E402
+from peftbench.analysis.search import read_grid  # noqa: E402
 from peftbench.analysis.summary import (  # noqa: E402
     SOURCE_THIS_RUN,
     curves_table,
@@ -102,9 +105,8 @@ with atomic_path(sm.output.frontier) as tmp:
     )
 with atomic_path(sm.output.configs) as tmp:
     tmp.write_text(configs_page(task, results, published), encoding="utf-8")
-grid = grid_table(summarize([r for r in results if r["task"] == task], choose_points=False))
 with atomic_path(sm.output.search_csv) as tmp:
-    grid.to_csv(tmp, index=False)
+    shutil.copyfile(sm.input.search, tmp)
 with atomic_path(sm.output.search) as tmp:
-    tmp.write_text(search_page(task, grid), encoding="utf-8")
+    tmp.write_text(search_page(task, read_grid(sm.input.search)), encoding="utf-8")
 print(f"{task}: charts and pages written")

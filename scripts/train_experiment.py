@@ -6,13 +6,16 @@ the job still exits 0, so the other experiments and the aggregation go on; only 
 cannot take even that result.json fails the job.
 """
 
-import os
 import sys
 from pathlib import Path
 
-# Threads that spin while waiting make a 2-core machine 10x slower when two jobs share it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+# A local run hands the job to the workflow's worker, which has the training stack imported
+# already (peftbench/core/worker.py); without one, delegate returns and the job runs here.
+from peftbench.core.worker import delegate  # noqa: E402
+
+delegate(__real_file__)  # noqa: F821 - set by Snakemake's preamble: this job's script file
 
 from peftbench.core.layout import BASE_METHOD  # noqa: E402
 from peftbench.core.runs import RunContext, RunOutputError  # noqa: E402

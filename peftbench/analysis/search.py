@@ -10,10 +10,13 @@ read here (tests/analysis/test_search.py proves that changing them cannot change
 
 The summary keeps only the chosen points, so frontiers, tables and ``advise`` see one row per
 experiment and seed, labelled with the point (``search_point``) and the grid size
-(``search_size``); :func:`grid_table` keeps every point for the report's sensitivity table.
+(``search_size``); :func:`grid_table` keeps every point for the report's sensitivity table
+(rule aggregate writes it as ``results/<task>/search.csv``, :func:`read_grid` reads it back).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,6 +87,15 @@ def grid_table(table: pd.DataFrame) -> pd.DataFrame:
     for _, points in grid.groupby(["task", "experiment"], sort=False):
         grid.loc[_best(points), "chosen"] = True
     return grid.drop(columns="_order").reset_index(drop=True)[GRID_COLUMNS]
+
+
+def read_grid(path: Path | str) -> pd.DataFrame:
+    """A :func:`grid_table` written as CSV, with its column types: the labels as text (a label
+    never reads as a number) and ``chosen`` as bools, also when the grid is empty."""
+    labels = ["task", "experiment", "point", "run"]
+    grid = pd.read_csv(path, dtype=dict.fromkeys(labels, str))
+    grid["chosen"] = grid["chosen"].astype(bool)
+    return grid[GRID_COLUMNS]
 
 
 def _label_order(label: str) -> tuple:

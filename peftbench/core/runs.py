@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from peftbench.core.io import clear_dir, staged_dir, write_json
 # Defined in the torch-free layout module, which the analysis reads too.
 from peftbench.core.layout import BASE_METHOD, BASE_NAME, RESULT_FILE  # noqa: F401
 from peftbench.core.provenance import code_revision, hardware, now, package_versions
+from peftbench.core.worker import IN_WORKER_ENV
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ def start_run(
             "packages": package_versions(),
             "hardware": hardware(device),
             "device": str(device),
+            # Forked from the local worker (imports shared, results identical) or not.
+            "process": "worker" if os.environ.get(IN_WORKER_ENV) else "own",
         },
     }
     return result, device

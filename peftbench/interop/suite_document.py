@@ -15,8 +15,11 @@ run_info.created_at                          provenance.created_at
 run_info.total_time                          not measured (NaN): the run's whole wall time
 run_info.experiment_name                     experiment (``<method>/<name>``, the suite's id)
 run_info.peft_branch, peft_worktree_is_dirty not known (null): peft is an installed release
-run_info.train_config                        config (the effective training parameters), plus
-                                             ``model_id`` (below) and ``seed``
+run_info.train_config                        config (the effective training parameters) under
+                                             the suite's names and value conventions
+                                             (:func:`~.suite_keys.suite_train_config`), plus
+                                             ``model_id`` (below) and ``seed``; the keys the
+                                             suite has no name for go to the peftbench block
 run_info.peft_config                         peft_config
 run_info.error_msg                           error ("" when none, as the suite writes)
 train_info.accelerator_memory_max            metrics.train_memory_peak_bytes: on CUDA the peak
@@ -51,7 +54,8 @@ meta_info.pytorch_info                       not recorded (null)
 
 Each document also holds a ``peftbench`` block, which the suite's app does not read: the result
 file it came from, task, seed, which quality column was exported, the number of test items, the
-memory measure, the test-generation memory peak, the provenance hashes, the fields written
+memory measure, the test-generation memory peak, the provenance hashes, the training keys
+without a suite name (``training_outside_suite``, under our names), the fields written
 without a value (``unmeasured``), the stand-ins written (``filled``) and what keeps the suite's
 app from loading the file (``app_missing``).
 
@@ -72,6 +76,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftbench.analysis.published import FILE_SIZE_SENTINEL
+from peftbench.interop.suite_keys import suite_train_config
 from peftbench.tasks.spec import PublishedFormat, TaskSpec
 
 #: ``peftbench.exported_by`` of every exported document.
@@ -291,6 +296,9 @@ def result_document(
     metrics, provenance = result["metrics"], result["provenance"]
     model_id, sha = _model(result)
     entries, quality_column = _metrics(result, spec, fmt, suite)
+    train_config, outside = suite_train_config(
+        suite.folder, result["config"], {"model_id": model_id, "seed": result["seed"]}
+    )
     document: dict[str, Any] = {
         "run_info": {
             "created_at": provenance.get("created_at"),
@@ -298,7 +306,7 @@ def result_document(
             "experiment_name": result["experiment"],
             "peft_branch": None,
             "peft_worktree_is_dirty": None,
-            "train_config": {"model_id": model_id, **result["config"], "seed": result["seed"]},
+            "train_config": train_config,
             "peft_config": result["peft_config"],
             "error_msg": result["error"] or "",
         },
@@ -335,6 +343,7 @@ def result_document(
             key: provenance.get(key)
             for key in ("config_hash", "data_hash", "base_model_hash", "code_revision", "device")
         },
+        "training_outside_suite": outside,
         "unmeasured": [path for path in unmeasured if path not in filled],
         "filled": filled,
         # What keeps the suite's app from loading the file (a successful run only).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from factories import make_base_result, make_result
-from paths import PUBLISHED
+from paths import PUBLISHED, REPO
 from tiny import run
 
 from peftbench.analysis.aggregate import summarize
@@ -19,10 +19,12 @@ from peftbench.analysis.published import (
     parse_published,
 )
 from peftbench.cli import main
+from peftbench.core.configfile import load_config_file
 from peftbench.core.io import write_json
 from peftbench.core.layout import RESULT_FILE, run_dir
 from peftbench.interop.suite_document import APP_INTEGERS
 from peftbench.interop.suite_export import ExportError, export_results
+from peftbench.interop.suite_keys import NO_EFFECT, SUITE_CONSTANTS
 from peftbench.tasks import registry
 
 HUB_MODEL = "meta-llama/Llama-3.2-3B@13afe5124825b4f3751f836b40dafda64c1ed062"
@@ -319,3 +321,45 @@ def test_only_the_point_chosen_on_validation_is_exported(tmp_path):
     assert len(names) == 1 and "r8@lr=0.01" in names[0], names
     export_results(results, tmp_path / "all", all_points=True)
     assert len(documents(tmp_path / "all")) == 2
+
+
+def _keys(config: dict) -> set[str]:
+    """Keys of a train_config; generation_kwargs' as ``generation_kwargs.<key>``."""
+    keys = set(config) - {"generation_kwargs"}
+    return keys | {f"generation_kwargs.{key}" for key in config.get("generation_kwargs", {})}
+
+
+@pytest.mark.parametrize(
+    "task, suite, published",
+    [
+        ("math", "MetaMathQA", "lora--llama-3.2-3B-rank32.json"),
+        ("image", "image-gen", "oft--flux2-klein-default.json"),
+    ],
+)
+def test_train_config_has_the_suites_names_only(tmp_path, task, suite, published):
+    """A run with every training key of the task's defaults is exported under the names and
+    value conventions of a train_config the suite wrote; our other keys go to the peftbench
+    block, under our names."""
+    training = load_config_file(REPO / "config/config.yaml")[task]["training"]
+    config = {**training, "lr_scheduler": "constant"}
+    if task == "math":
+        config |= {"generation_max_length": 800, "max_new_tokens": 300}
+    result = make_result("lora", "all-keys", task=task)
+    result["config"] = config
+    export_results(write_results(tmp_path / "results", [result]), tmp_path / "out")
+    (document,) = documents(tmp_path / "out").values()
+    mine = document["run_info"]["train_config"]
+    theirs = json.loads((PUBLISHED / published).read_text())["run_info"]["train_config"]
+    assert _keys(mine) <= _keys(theirs)
+    assert mine["lr_scheduler"] is None  # the suite's constant rate
+    assert mine["compile"] is False and mine["use_amp"] is False
+    assert mine["optimizer_kwargs"] == training["optimizer_kwargs"]
+    outside = document["peftbench"]["training_outside_suite"]
+    assert "warmup_ratio" in outside and "warmup_ratio" not in mine
+    # Exactly the keys the suite has no name for: its constants, and those without effect.
+    nameless = {k.removeprefix("training.") for k in SUITE_CONSTANTS[suite].keys() | NO_EFFECT}
+    assert set(outside) == set(config) & nameless
+    if task == "math":
+        assert mine["generation_kwargs"] == {"max_length": 800, "max_new_tokens": 300}
+        assert mine["init_kv_cache_prefix"] is None  # the key's default: no prefix
+        assert detect_format({**document, "train_info": {"metrics": []}}) == "metamathqa"

@@ -3,7 +3,7 @@
 For every preset experiment with a published result, our effective config (the preset's task
 section over config/config.yaml, the folder's training_params.json merged over the training
 defaults as the preset's ``training_merge`` says) is compared key by key with the published
-``run_info.train_config``, through the key mapping of tests/published_mapping.py; the preset's
+``run_info.train_config``, through the key mapping of peftbench/interop/suite_keys.py; the preset's
 model and data revisions are compared with the commits the published runs record.
 
 The published configs are read from ``tests/data/published_train_configs.json`` (CI has no
@@ -22,7 +22,11 @@ from typing import Any
 
 import pytest
 from paths import DATA, REPO
-from published_mapping import (
+
+from peftbench.core import experiments as exps
+from peftbench.core.config import deep_merge, training_table
+from peftbench.core.configfile import load_config_file
+from peftbench.interop.suite_keys import (
     ABSENT,
     MAPPING,
     NO_EFFECT,
@@ -33,10 +37,6 @@ from published_mapping import (
     lookup,
     same,
 )
-
-from peftbench.core import experiments as exps
-from peftbench.core.config import deep_merge, training_table
-from peftbench.core.configfile import load_config_file
 from peftbench.tasks import registry
 
 FIXTURE = DATA / "published_train_configs.json"
@@ -85,7 +85,7 @@ def our_configs(task: str, section: Mapping[str, Any], root: Path, experiment: s
 
 
 def run_differences(suite: str, configs: list[dict], published: Mapping[str, Any]) -> list[str]:
-    """:func:`published_mapping.differences` of every run."""
+    """:func:`~peftbench.interop.suite_keys.differences` of every run."""
     return [problem for ours in configs for problem in differences(suite, ours, published)]
 
 

@@ -5,13 +5,16 @@ with the task's default generation settings on the device and thread count of a 
 (see :mod:`peftbench.tasks.image.reference`).
 """
 
-import os
 import sys
 from pathlib import Path
 
-# Threads that spin while waiting make a 2-core machine 10x slower when two jobs share it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[2]))  # noqa: F821
+
+# A local run hands the job to the workflow's worker, which has the training stack imported
+# already (peftbench/core/worker.py); without one, delegate returns and the job runs here.
+from peftbench.core.worker import delegate  # noqa: E402
+
+delegate(__real_file__)  # noqa: F821 - set by Snakemake's preamble: this job's script file
 
 import torch  # noqa: E402
 

@@ -5,13 +5,9 @@ importing it does nothing, the job runs only under Snakemake's ``snakemake`` obj
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
-
-# Threads that spin while waiting make a 2-core machine 10x slower when two jobs share it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(sm: Any) -> None:
@@ -42,4 +38,9 @@ def main(sm: Any) -> None:
 
 
 if "snakemake" in globals():
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[2]))  # noqa: F821
+    # A local run hands the job to the workflow's worker (peftbench/core/worker.py).
+    from peftbench.core.worker import delegate
+
+    delegate(__real_file__)  # noqa: F821 - set by Snakemake's preamble: this job's script file
     main(snakemake)  # noqa: F821

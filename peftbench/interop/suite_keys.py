@@ -1,5 +1,7 @@
-"""The published suite's ``run_info.train_config`` keys mapped to this workflow's settings, for
-tests/tasks/test_preset_effective_configs.py (the presets must reproduce the published runs).
+"""The published suite's ``run_info.train_config`` keys mapped to this workflow's settings: what
+``peftbench export --format hf-method-comparison`` writes under the suite's names
+(:func:`suite_train_config`), and what tests/tasks/test_preset_effective_configs.py checks the
+presets against (:func:`differences`: the presets must reproduce the published runs).
 
 :data:`MAPPING` says, for every published key, which of our settings (dotted paths into a task's
 config section, ``training`` being an experiment's effective parameters) hold it, or what our
@@ -36,6 +38,9 @@ class Fixed:
 
     value: Any
     why: str
+    #: The value holds of every run of ours, so an export writes it; False: only of the
+    #: presets that reproduce the suite (the value depends on their settings).
+    every_run: bool = True
 
 
 def _ours(*paths: str, **kw: Any) -> Ours:
@@ -104,11 +109,13 @@ MAPPING: dict[str, dict[str, Ours | Fixed]] = {
             1000,
             "training draws epochs of random permutations of the training images, as many as "
             "the steps need; the suite lays out 1000 in advance, far more than 750 x 2 samples",
+            every_run=False,
         ),
         "dino_image_size": Fixed(
             224,
             "unused by the suite too: DINOv2's hub image processor sets the size (crop 224), "
             "and ours loads the same processor",
+            every_run=False,  # the embedded encoder has its own resolution
         ),
     },
 }
@@ -211,3 +218,41 @@ def differences(suite: str, ours: Mapping[str, Any], published: Mapping[str, Any
             elif not same(mine, value) and key not in deliberate:
                 problems.append(f"{key}: published {value!r}, ours ({path}) {mine!r}")
     return problems
+
+
+def suite_train_config(
+    suite: str, config: Mapping[str, Any], known: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(train_config, rest)``: a run's effective training parameters ``config`` under the
+    names and value conventions of the suite task ``suite`` (:data:`MAPPING`; e.g.
+    ``generation_kwargs.max_length`` nested, a constant ``lr_scheduler`` as null), and the keys
+    of ``config`` the suite has no name for, as they are.
+
+    ``known``: values of published keys the run records outside ``config`` (``model_id``,
+    ``seed``). Published keys held elsewhere in our task section (data, encoder, base model)
+    are left out: a result file does not record them, and nothing is made up; so are
+    :class:`Fixed` values that hold only of the presets.
+    """
+    train_config: dict[str, Any] = {}
+    used: set[str] = set()
+    for key, entry in MAPPING[suite].items():
+        if key in known:
+            value = known[key]
+        elif isinstance(entry, Fixed):
+            if not entry.every_run:
+                continue
+            value = entry.value
+        else:
+            names = [p.removeprefix("training.") for p in entry.paths if p.startswith("training.")]
+            if not names:
+                continue
+            if names[0] in config:
+                value = entry.to_published(config[names[0]])
+                used.add(names[0])
+            elif entry.absent is not ABSENT:
+                value = entry.absent  # what our code does without the key
+            else:
+                continue
+        parent, _, leaf = key.rpartition(".")
+        (train_config.setdefault(parent, {}) if parent else train_config)[leaf] = value
+    return train_config, {k: v for k, v in config.items() if k not in used}

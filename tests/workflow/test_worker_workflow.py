@@ -1,0 +1,43 @@
+"""The local worker in a real run: training jobs are forked from it, and every number is the same
+as when each job imports the libraries itself (config local_worker: false)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tiny import TIMING_KEYS
+from wfutil import copy_workflow, snakemake
+
+
+def results(workdir: Path) -> dict[str, dict]:
+    return {
+        str(path.relative_to(workdir)): json.loads(path.read_text())
+        for path in sorted(workdir.glob("results/math/runs/*/*/seed*/result.json"))
+    }
+
+
+def test_worker_results_equal_own_process_results(tmp_path: Path) -> None:
+    runs = {}
+    for local_worker in ("true", "false"):
+        workdir = copy_workflow(tmp_path / local_worker)
+        proc = snakemake(workdir, extra_config=f"tasks: [math]\nlocal_worker: {local_worker}\n")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        runs[local_worker] = results(workdir)
+    served = (tmp_path / "true/.snakemake/peftbench/worker-threads-1.log").read_text()
+    assert served.count("train_experiment.py") == len(runs["true"]) >= 3
+    assert "refused" not in served
+    assert not list((tmp_path / "false/.snakemake/peftbench").glob("worker*"))
+
+    assert runs["true"].keys() == runs["false"].keys()
+    for name, forked in runs["true"].items():
+        own = runs["false"][name]
+        assert (forked["provenance"]["process"], own["provenance"]["process"]) == ("worker", "own")
+        assert forked["status"] == own["status"] == "success", name
+        for key in own["metrics"].keys() - TIMING_KEYS:
+            assert forked["metrics"][key] == own["metrics"][key], (name, key)
+        assert forked["curves"] == own["curves"], name
+        assert (
+            forked["provenance"]["hardware"]["numerics"]
+            == own["provenance"]["hardware"]["numerics"]
+        )
