@@ -33,7 +33,9 @@ def print_search(workdir: Path, task: str) -> None:
             f"{'*' if p.chosen else ' '}{p.point} valid {p.valid:.3f} test {p.quality:.3f}"
             for p in points.itertuples()
         ]
-        print(f"  {experiment:28s} " + " | ".join(cells))
+        edge = points.loc[points["chosen"], "edge"].fillna("").iloc[0]
+        flag = f"  (chosen at an end of the grid: {edge})" if edge else ""
+        print(f"  {experiment:28s} " + " | ".join(cells) + flag)
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,41 @@ def startup_seconds(workdir: Path, task: str, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def worker_startup_seconds(workdir: Path, task: str, repeats: int = 3) -> float:
+    """Start-up of a job handed to the local worker (peftbench/core/worker.py): a fresh
+    interpreter that hands the same imports to a server that has them already, and the fork
+    (median of ``repeats``; the server's own imports are paid once per run, not per job)."""
+    from peftbench.core import worker
+    from peftbench.tasks import registry
+
+    preload = [*worker.STACK, registry.get(task).run_module]
+    with tempfile.TemporaryDirectory(prefix="peftbench-overhead-") as tmp:
+        servers = worker.start(preload, [1], Path(tmp))
+        socket = Path(os.environ[worker.SOCKET_ENV]) / "threads-1"
+        try:
+            deadline = time.monotonic() + 120
+            while not socket.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            script = Path(tmp) / "job.py"
+            # The installed peftbench on both sides (the server refuses another package).
+            script.write_text(
+                "from peftbench.core.worker import delegate\ndelegate(__file__)\n"
+                + STARTUP.replace('sys.path.insert(0, ".")', "")
+                + "\nimport os\nassert os.environ.get('PEFTBENCH_IN_WORKER'), 'not delegated'\n"
+            )
+            env = {**os.environ, **dict.fromkeys(worker.THREAD_ENV, "1")}
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, str(script), task], cwd=workdir, env=env, check=True
+                )
+                times.append(time.perf_counter() - t0)
+        finally:
+            worker.stop(servers)
+    return statistics.median(times)
+
+
 def job_shares(workdir: Path, jobs: list, tasks: list[str]) -> None:
     """Per task: training jobs' wall time split into start-up, training, evaluation, rest."""
     print("\nTraining-job time (wall time from the log; training and evaluation from result.json):")
@@ -60,14 +96,24 @@ def job_shares(workdir: Path, jobs: list, tasks: list[str]) -> None:
         if not train:
             continue
         wall = trained = evaluated = 0.0
+        processes = {"worker": 0, "own": 0}
         for job in train:
             w = job.wildcards
             path = workdir / f"results/{task}/runs/{w['method']}/{w['name']}/seed{w['seed']}"
-            metrics = json.loads((path / "result.json").read_text())["metrics"]
+            result = json.loads((path / "result.json").read_text())
+            metrics = result["metrics"]
             wall += job.seconds
             trained += metrics.get("train_time_s") or 0.0
             evaluated += metrics.get("eval_time_s") or 0.0
-        startup = startup_seconds(workdir, task) * len(train)
+            processes[result["provenance"].get("process", "own")] += 1
+        print(
+            f"  {task}: jobs forked from the local worker: {processes['worker']}, own: {processes['own']}"
+        )
+        startup = startup_seconds(workdir, task) * processes["own"] + (
+            worker_startup_seconds(workdir, task) * processes["worker"]
+            if processes["worker"]
+            else 0.0
+        )
         rest = wall - trained - evaluated - startup
         print(
             f"  {task}: {len(train)} jobs, {wall:.0f} s: start-up {startup / wall:.1%}, "

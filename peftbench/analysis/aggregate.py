@@ -52,6 +52,10 @@ _COSTS = [
     "file_size_mb",
 ]
 _TRAINING = ["train_loss_final"]
+#: What the run's PEFT method can do (result.json ``capabilities``, peftbench.core.capabilities):
+#: yes/no/missing flags and the layer types it wraps.
+CAPABILITY_FLAGS = ["mergeable", "multi_adapter", "mixed_adapters", "quantized_base"]
+CAPABILITY_COLUMNS = [*CAPABILITY_FLAGS, "layer_types"]
 #: The chosen point of an experiment's search grid and the grid's size (peftbench.analysis.search).
 _SEARCH = ["search_point", "search_size"]
 _PROVENANCE = [
@@ -67,11 +71,13 @@ _PROVENANCE = [
 ]
 
 # Text stays text; counts are nullable Int64 (so the CSV shows "1234", not "1234.0");
-# everything else (but the on_frontier flag) is float64 with NaN.
+# everything else (but the on_frontier flag) is float64 with NaN. The capability flags are
+# kept as objects too: True, False or None (unknown), never 1.0/0.0.
 TEXT_COLUMNS = [
     *(c for c in _IDENTITY if c != "seed"),
     "memory_measure",
     "search_point",
+    *CAPABILITY_COLUMNS,
     *(c for c in _PROVENANCE if c not in ("lr", "max_steps")),
 ]
 
@@ -99,6 +105,7 @@ def summary_columns() -> list[str]:
         *side_effects,
         *_TRAINING,
         *extras,
+        *CAPABILITY_COLUMNS,
         *_SEARCH,
         *_PROVENANCE,
     ]
@@ -258,6 +265,7 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "trainable_pct": trainable_pct,
         "file_size_mb": _scaled(metrics["file_size_bytes"], 1e6),
         "train_loss_final": metrics["train_loss_final"],
+        **_capability_values(result.get("capabilities")),
         "lr": optimizer_kwargs.get("lr"),
         "max_steps": config.get("max_steps"),
         "config_hash": provenance["config_hash"],
@@ -268,6 +276,17 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "device": provenance["device"],
         "cpu_numerics": _numerics_key(provenance),
     }
+
+
+def _capability_values(capabilities: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The capability columns of a result's ``capabilities`` (None for full fine-tuning, the
+    base model and results written before it was recorded: every column missing). Layer types
+    are joined with ", "; "none" when the method wraps no layer (prompt learning)."""
+    capabilities = capabilities or {}
+    row: dict[str, Any] = {flag: capabilities.get(flag) for flag in CAPABILITY_FLAGS}
+    layers = capabilities.get("layer_types")
+    row["layer_types"] = None if layers is None else (", ".join(layers) or "none")
+    return row
 
 
 def _numerics_key(provenance: Mapping[str, Any]) -> str | None:

@@ -102,6 +102,25 @@ SHARED: dict[str, Column] = _columns(
     Column("train_loss_final", "final train loss",
            "Mean training loss of the last logging window.",
            direction="min", axis_title="Final training loss"),
+    # What the method can do (result.json capabilities, asked of the installed peft by the
+    # training job: peftbench.core.capabilities). Empty for full fine-tuning and the base model.
+    Column("mergeable", "mergeable",
+           "Whether PEFT merges the adapter into the base weights (merge_and_unload) with the "
+           "same output, so inference costs nothing extra: tried on a tiny random Llama model "
+           "with the installed peft. Empty: full fine-tuning, the base model or not recorded."),
+    Column("multi_adapter", "multi-adapter",
+           "Whether one model holds several adapters of the method and switches between them "
+           "(add_adapter, set_adapter), tried on a tiny random Llama model."),
+    Column("mixed_adapters", "mixes methods",
+           "Whether PEFT's PeftMixedModel combines its adapters with other methods' "
+           "(peft.tuners.mixed.COMPATIBLE_TUNER_TYPES)."),
+    Column("quantized_base", "quantized base",
+           "Whether the method has bitsandbytes 8-bit/4-bit layers in peft (its tuner's bnb "
+           "module), so it trains on a quantized base (the int8/int4 dtypes)."),
+    Column("layer_types", "layer types",
+           "The torch.nn layer types the method's PEFT layer classes wrap (Linear, Embedding, "
+           "Conv2d, ...; a layer class's own name where it is not named after one, e.g. "
+           "LNTuningLayer); none: it adds no layers (prompt learning)."),
     Column("search_point", "grid point",
            "The point of the experiment's search grid chosen on validation quality "
            "(e.g. lr=0.001); empty without a grid."),

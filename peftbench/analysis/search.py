@@ -8,6 +8,10 @@ an order read from the labels alone, so neither row order nor any score can sway
 with a failed seed ranks below every point whose seeds all succeeded. Test columns are never
 read here (tests/analysis/test_search.py proves that changing them cannot change the choice).
 
+A chosen value that is the smallest or largest number its grid tried is flagged (``edge``
+names those keys): the best value may lie beyond the grid, so the experiment may be better than
+it looks, and the report says so instead of presenting the choice as settled.
+
 The summary keeps only the chosen points, so frontiers, tables and ``advise`` see one row per
 experiment and seed, labelled with the point (``search_point``) and the grid size
 (``search_size``); :func:`grid_table` keeps every point for the report's sensitivity table
@@ -36,6 +40,7 @@ GRID_COLUMNS = [
     "quality",
     "memory_gb",
     "chosen",
+    "edge",
 ]
 
 
@@ -52,8 +57,9 @@ def _split(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 def grid_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per grid point of every searched experiment of the summary ``table`` (all
     points, one row per seed in the input): mean validation (``valid``) and test (``quality``)
-    over its successful seeds, how many seeds failed, headline memory, and whether it is the
-    chosen point. Empty when no experiment has a grid."""
+    over its successful seeds, how many seeds failed, headline memory, whether it is the
+    chosen point, and on the chosen point the keys at an end of the grid (``edge``). Empty when
+    no experiment has a grid."""
     if table.empty:
         return pd.DataFrame(columns=GRID_COLUMNS)
     base, point = _split(table)
@@ -84,16 +90,44 @@ def grid_table(table: pd.DataFrame) -> pd.DataFrame:
     grid = pd.DataFrame.from_records(rows)
     grid = grid.sort_values(["task", "experiment", "_order"], kind="stable")
     grid["chosen"] = False
+    grid["edge"] = ""
     for _, points in grid.groupby(["task", "experiment"], sort=False):
-        grid.loc[_best(points), "chosen"] = True
+        best = _best(points)
+        grid.loc[best, "chosen"] = True
+        grid.loc[best, "edge"] = ",".join(_edge_keys(points, best))
     return grid.drop(columns="_order").reset_index(drop=True)[GRID_COLUMNS]
+
+
+def _edge_keys(points: pd.DataFrame, chosen: object) -> list[str]:
+    """The keys whose chosen value is the smallest or largest number the grid tried: the best
+    value may lie beyond the grid, so the choice is flagged rather than trusted silently."""
+    values: dict[str, list[float]] = {}
+    for label in points["point"]:
+        for part in str(label).split(","):
+            key, _, value = part.partition("=")
+            try:
+                values.setdefault(key, []).append(float(value))
+            except ValueError:
+                values.setdefault(key, [])  # not a number: no ends to be at
+    edges = []
+    for part in str(points.loc[chosen, "point"]).split(","):
+        key, _, value = part.partition("=")
+        tried = set(values.get(key, []))
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if len(tried) > 1 and number in (min(tried), max(tried)):
+            edges.append(key)
+    return edges
 
 
 def read_grid(path: Path | str) -> pd.DataFrame:
     """A :func:`grid_table` written as CSV, with its column types: the labels as text (a label
     never reads as a number) and ``chosen`` as bools, also when the grid is empty."""
-    labels = ["task", "experiment", "point", "run"]
+    labels = ["task", "experiment", "point", "run", "edge"]
     grid = pd.read_csv(path, dtype=dict.fromkeys(labels, str))
+    grid["edge"] = grid["edge"].fillna("")  # written empty where the choice is inside the grid
     grid["chosen"] = grid["chosen"].astype(bool)
     return grid[GRID_COLUMNS]
 

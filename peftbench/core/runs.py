@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from peftbench.core.capabilities import record as capability_record
 from peftbench.core.config import QUANTIZED_DTYPES, canonical_hash
 from peftbench.core.io import clear_dir, staged_dir, write_json
 
@@ -171,6 +172,8 @@ def start_run(
         "error": None,
         "config": ctx.params,
         "peft_config": None,
+        # What the method can do, tried on a tiny model (never fails the run; RNGs untouched).
+        "capabilities": capability_record(adapter_cfg),
         "metrics": dict.fromkeys([*metrics, *SHARED_METRICS]),
         "curves": {name: [] for name in curves},
         "provenance": {

@@ -201,8 +201,15 @@ def _refusal(request: dict, own_env: dict[str, str], fingerprint: list) -> str |
     return None
 
 
-def _run_child(request: dict, fds: list[int], inherited: list[socket.socket]) -> None:
+def _run_child(
+    request: dict,
+    fds: list[int],
+    inherited: list[socket.socket],
+    set_by_imports: dict,
+    learned: Path,
+) -> None:
     """In the forked child: become the job, run its script, exit with its status."""
+    imported_before = set(sys.modules)
     for sock in inherited:  # the server's sockets: only the server may answer on them
         sock.close()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
@@ -216,6 +223,8 @@ def _run_child(request: dict, fds: list[int], inherited: list[socket.socket]) ->
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    for key, value in set_by_imports.items():  # what the job's own imports would have set
+        os.environ.setdefault(key, value)
     os.environ[IN_WORKER_ENV] = "1"
     tempfile.tempdir = None  # a fresh process reads TMPDIR (set per job by Snakemake) when asked
     sys.argv = list(request["argv"])
@@ -233,7 +242,41 @@ def _run_child(request: dict, fds: list[int], inherited: list[socket.socket]) ->
     except BaseException:  # noqa: BLE001 - the job's failure, reported as a fresh process would
         traceback.print_exc()
         code = 1
+    _report_imports(learned, imported_before)
     _exit_like_interpreter(code)
+
+
+def _report_imports(learned: Path, before: set[str]) -> None:
+    """Tell the server which modules this job imported that it had not (libraries import many
+    lazily: diffusers' model classes, scipy, requests), so that later jobs find them imported."""
+    names = sorted(name for name in set(sys.modules) - before if not name.startswith("__"))
+    try:
+        staging = learned / f".{os.getpid()}.json"
+        staging.write_text(json.dumps(names))
+        staging.replace(learned / f"{os.getpid()}.json")
+    except OSError:
+        pass  # only an optimisation
+
+
+def _learn_imports(path: Path, log: TextIO) -> int:
+    """Import (in the server) the modules a finished job reported; how many were new."""
+    try:
+        names = json.loads(path.read_text())
+        path.unlink()
+    except (OSError, ValueError):
+        return 0
+    new = 0
+    for name in sorted(names, key=lambda n: n.count(".")):  # packages before their modules
+        if name in sys.modules:
+            continue
+        try:
+            __import__(name)
+            new += 1
+        except BaseException:  # noqa: BLE001 - e.g. a module of the job's own script folder
+            pass
+    if new:
+        print(f"imported {new} modules that a job imported", file=log)
+    return new
 
 
 def _exit_like_interpreter(code: int) -> None:
@@ -267,14 +310,20 @@ def serve(
     start = time.perf_counter()
     for key, value in JOB_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # What the job's environment must match: the server's before the imports, which set a few
+    # variables themselves (torch: TORCHINDUCTOR_CACHE_DIR), as they would in the job's process.
+    own_env = load_time_env(os.environ)
+    before = dict(os.environ)
     for name in preload:
         __import__(name)
+    set_by_imports = {k: v for k, v in os.environ.items() if k not in before}
     problem = _fork_probe()
     if problem:
         print(f"not serving: {problem}", file=log)
         return
-    own_env = load_time_env(os.environ)
     fingerprint = source_fingerprint()
+    learned = path.with_name(path.name + ".imports")
+    learned.mkdir(exist_ok=True)
     print(f"imported {', '.join(preload)} in {time.perf_counter() - start:.1f} s", file=log)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     staging = path.with_name(path.name + ".new")
@@ -290,12 +339,15 @@ def serve(
     children: dict[int, socket.socket] = {}
     served, last_job = 0, time.monotonic()
     try:
-        while not stopping:
+        accepting = True
+        while not stopping and (accepting or children):
             for key, _ in selector.select(timeout=1.0):
                 if key.fileobj is listener:
                     conn, _ = listener.accept()
                     inherited = [listener, conn, *children.values()]
-                    pid = _accept(conn, inherited, own_env, fingerprint, log)
+                    pid = _accept(
+                        conn, inherited, own_env, set_by_imports, fingerprint, learned, log
+                    )
                     if pid:
                         children[pid] = conn
                         selector.register(conn, selectors.EVENT_READ, pid)
@@ -317,6 +369,18 @@ def serve(
                     conn.close()
                     del children[pid]
                     last_job = time.monotonic()
+                    if _learn_imports(learned / f"{pid}.json", log):
+                        set_by_imports.update(
+                            {k: v for k, v in os.environ.items() if k not in before}
+                        )
+                        problem = _fork_probe()  # an import may have started a thread pool
+                        if problem and accepting:
+                            # Running jobs finish; new ones find no socket and run themselves.
+                            print(f"not taking jobs any more: {problem}", file=log)
+                            accepting = False
+                            selector.unregister(listener)
+                            listener.close()
+                            path.unlink(missing_ok=True)
             if parent and not _alive(parent):
                 break
             if not children and time.monotonic() - last_job > idle_s:
@@ -326,6 +390,7 @@ def serve(
             for pid in children:
                 _kill(pid)
             path.unlink(missing_ok=True)
+            shutil.rmtree(learned, ignore_errors=True)
             print(f"served {served} jobs; stopping", file=log)
 
 
@@ -371,7 +436,9 @@ def _accept(
     conn: socket.socket,
     inherited: list[socket.socket],
     own_env: dict,
+    set_by_imports: dict,
     fingerprint: list,
+    learned: Path,
     log: TextIO,
 ) -> int | None:
     """Read one job's request; fork its child, or refuse. The child's pid, or None."""
@@ -397,7 +464,7 @@ def _accept(
         stream.flush()
     pid = os.fork()
     if pid == 0:
-        _run_child(request, fds, inherited)
+        _run_child(request, fds, inherited, set_by_imports, learned)
     for fd in fds:
         os.close(fd)
     _send(conn, {"accepted": True, "pid": pid})

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from peftbench.analysis.aggregate import CAPABILITY_COLUMNS
 from peftbench.analysis.published import PublishedImport
 from peftbench.report.html import glossary_html, html_table, page_html, row_class
 
@@ -34,7 +35,32 @@ def summary_page(
         html_table(summary, list(summary.columns), row_class=row_class, table_id="summary")
     )
     parts.append(glossary_html(list(summary.columns)))
+    capabilities = capabilities_table(summary)
+    if not capabilities.empty:
+        columns = list(capabilities.columns)
+        parts.append(
+            "<h2>Method capabilities</h2>"
+            '<p class="caption">What each method of each task can do, as the installed PEFT '
+            "says: merging and several adapters tried out on a tiny model by the training "
+            "job, the rest read from the package (result.json capabilities).</p>"
+            + html_table(capabilities, columns, table_id="capabilities")
+            + glossary_html(columns)
+        )
     return page_html("Summary of all runs", "\n".join(parts))
+
+
+_CAPABILITY_KEYS = ["task", "method", "peft_type", "peft_version"]
+
+
+def capabilities_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per task, method, PEFT type and peft version with its capability columns, from
+    the summary rows that recorded them (empty when none did)."""
+    columns = [*_CAPABILITY_KEYS, *CAPABILITY_COLUMNS]
+    if summary.empty or not set(columns) <= set(summary.columns):
+        return pd.DataFrame(columns=columns)
+    rows = summary.loc[summary[CAPABILITY_COLUMNS].notna().any(axis=1), columns]
+    rows = rows.astype(object).where(rows.notna(), None)
+    return rows.drop_duplicates().sort_values(_CAPABILITY_KEYS, key=lambda c: c.astype(str))
 
 
 def _pretty_json(value: Any) -> str:
@@ -79,6 +105,7 @@ def configs_page(
         body = {
             "config": first.get("config"),
             "peft_config": first.get("peft_config"),
+            "capabilities": first.get("capabilities"),
             "provenance": provenance,
         }
         error_html = "".join(f'<p class="warning">{html.escape(e)}</p>' for e in errors)

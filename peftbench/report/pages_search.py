@@ -32,11 +32,30 @@ def _pivot(grid: pd.DataFrame, value: str, mark_chosen: bool) -> str:
             chosen = row is not None and bool(row.chosen)
             css = ' class="num chosen"' if chosen and mark_chosen else ' class="num"'
             star = " ★" if chosen and mark_chosen else ""
+            if chosen and mark_chosen and row.edge:
+                star += f" (edge: {row.edge})"
             tds.append(f"<td{css}>{html.escape(text)}{star}</td>")
         rows.append(f"<tr><td>{html.escape(experiment)}</td>{''.join(tds)}</tr>")
     return (
         f'<table class="sortable"><thead><tr><th>experiment</th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _edges(grid: pd.DataFrame) -> str:
+    """A warning listing the experiments whose chosen value is an end of their grid."""
+    at_edge = grid[grid["chosen"] & (grid["edge"] != "")]
+    if at_edge.empty:
+        return "<p>Every chosen value lies inside its grid.</p>"
+    items = "".join(
+        f"<li>{html.escape(row.experiment)}: {html.escape(row.point)} "
+        f"(an end of the grid in {html.escape(row.edge)})</li>"
+        for row in at_edge.sort_values("experiment").itertuples()
+    )
+    return (
+        f'<p class="warning">{len(at_edge)} of {grid["experiment"].nunique()} chosen points sit '
+        "at an end of their grid: a value beyond it may be better, so these experiments may be "
+        f"under-tuned; widen their grids to know.</p><ul>{items}</ul>"
     )
 
 
@@ -55,6 +74,7 @@ def search_page(task: str, grid: pd.DataFrame) -> str:
         "<code>advise</code>. Test quality was not looked at to choose.</p>"
         f"<h2>Validation {html.escape(valid)} across each grid (chooses the point)</h2>"
         + _pivot(grid, "valid", mark_chosen=True)
+        + _edges(grid)
         + f"<h2>Sensitivity: test {html.escape(spec.quality.axis)} of every point</h2>"
         "<p>Shown after the choice, to judge how much the hyperparameter matters; a chosen "
         "point that is not the best here is the honest outcome of choosing on validation.</p>"

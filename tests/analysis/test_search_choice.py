@@ -7,6 +7,7 @@ from factories import make_base_result, make_result
 
 from peftbench.analysis.aggregate import summarize
 from peftbench.analysis.search import choose, grid_table
+from peftbench.report.pages_search import search_page
 
 
 def grid_results(valid, test, seeds=(0,)):
@@ -88,3 +89,15 @@ def test_without_grids_nothing_changes():
     assert len(summarize(results)) == 3
     assert grid_table(summarize(results, False)).empty
     assert choose(summarize(results, False))["search_point"].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("valid", "edge"),
+    [([0.2, 0.5, 0.3], ""), ([0.6, 0.5, 0.3], "lr"), ([0.2, 0.5, 0.7], "lr")],
+)
+def test_a_choice_at_an_end_of_the_grid_is_flagged(valid, edge):
+    grid = grid_table(summarize(grid_results(valid=valid, test=[0.5, 0.5, 0.5]), False))
+    assert list(grid.loc[grid["chosen"], "edge"]) == [edge]
+    assert (grid.loc[~grid["chosen"], "edge"] == "").all()
+    page = search_page("math", grid)
+    assert ("at an end of their grid" in page) == bool(edge)

@@ -25,9 +25,14 @@ delegate(__file__)
 where = "worker" if os.environ.get("PEFTBENCH_IN_WORKER") else "own"
 print(where, os.getpid(), os.getcwd(), sys.argv[1:], tempfile.gettempdir())
 print("to stderr", file=sys.stderr)
+print("set by imports:", os.environ.get("TORCH_SET_BY_IMPORT"), file=sys.stderr)
 if sys.argv[1] == "sleep":
     open("child.pid", "w").write(str(os.getpid()))
     time.sleep(60)
+if sys.argv[1] == "lazy":
+    print("imported already:", "lazy_module" in sys.modules, file=sys.stderr)
+    import lazy_module
+    sys.exit(0)
 if sys.argv[1] == "raise":
     raise ValueError("the job's own error")
 sys.exit(int(sys.argv[1]))
@@ -36,14 +41,25 @@ sys.exit(int(sys.argv[1]))
 
 @pytest.fixture
 def server(tmp_path: Path):
-    """A server with a light preload (json) on a socket for jobs with 1 thread."""
+    """A server with a light preload on a socket for jobs with 1 thread. The preloaded module
+    sets a variable when imported, as torch does (TORCHINDUCTOR_CACHE_DIR)."""
     sockets = tmp_path / "sockets"
     sockets.mkdir()
-    env = {**os.environ, **dict.fromkeys(worker.THREAD_ENV, "1")}
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "sets_env.py").write_text(
+        "import os\nos.environ.setdefault('TORCH_SET_BY_IMPORT', 'by the import')\n"
+    )
+    (modules / "lazy_module.py").write_text("")
+    env = {
+        **os.environ,
+        **dict.fromkeys(worker.THREAD_ENV, "1"),
+        "PYTHONPATH": str(modules),
+    }
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "peftbench.core.worker", "--socket", str(sockets / "threads-1")]
-        + ["--preload", "json", "--parent", str(os.getpid())],
+        + ["--preload", "json,sets_env", "--parent", str(os.getpid())],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -89,7 +105,9 @@ def test_the_worker_runs_the_job_like_its_own_process(server, tmp_path: Path) ->
     where, pid, cwd, argv, tmp = proc.stdout.split(maxsplit=4)
     assert where == "worker" and cwd == str(tmp_path / "work") and argv == "['3']"
     assert tmp.strip() == str(tmp_path), "TMPDIR is the job's, not the server's"
-    assert proc.stderr.strip() == "to stderr"
+    # The job's environment lacks what the server's imports set; a fresh process's imports would
+    # set it, so the child has it too.
+    assert proc.stderr.splitlines() == ["to stderr", "set by imports: by the import"]
     assert f"job {pid}:" in log.read_text()
 
     failed = job(tmp_path, env, "raise")
@@ -158,3 +176,18 @@ def test_the_child_never_outlives_its_job(server, tmp_path: Path, signum: int) -
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{child}").exists()
+
+
+def test_modules_a_job_imported_are_imported_for_the_next_jobs(server, tmp_path: Path) -> None:
+    """Libraries import much lazily (diffusers' model classes, scipy): the first job pays for it,
+    the server then imports what it reported, and later jobs start with it."""
+    sockets, env, log = server
+    env = {**env, worker.SOCKET_ENV: str(sockets)}
+    first = job(tmp_path, env, "lazy")
+    assert first.returncode == 0 and first.stdout.startswith("worker")
+    assert "imported already: False" in first.stderr
+    deadline = time.monotonic() + 10
+    while "modules that a job imported" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = job(tmp_path, env, "lazy")
+    assert "imported already: True" in second.stderr
