@@ -101,25 +101,27 @@ def grid_table(table: pd.DataFrame) -> pd.DataFrame:
 def _edge_keys(points: pd.DataFrame, chosen: object) -> list[str]:
     """The keys whose chosen value is the smallest or largest number the grid tried: the best
     value may lie beyond the grid, so the choice is flagged rather than trusted silently."""
-    values: dict[str, list[float]] = {}
+    tried: dict[str, set[float]] = {}
     for label in points["point"]:
-        for part in str(label).split(","):
-            key, _, value = part.partition("=")
-            try:
-                values.setdefault(key, []).append(float(value))
-            except ValueError:
-                values.setdefault(key, [])  # not a number: no ends to be at
-    edges = []
-    for part in str(points.loc[chosen, "point"]).split(","):
+        for key, value in _numbers(str(label)):
+            tried.setdefault(key, set()).add(value)
+    return [
+        key
+        for key, value in _numbers(str(points.loc[chosen, "point"]))
+        if len(tried[key]) > 1 and value in (min(tried[key]), max(tried[key]))
+    ]
+
+
+def _numbers(label: str) -> list[tuple[str, float]]:
+    """(key, value) of the numeric values of a point label ("lr=0.001,r=8")."""
+    pairs = []
+    for part in label.split(","):
         key, _, value = part.partition("=")
-        tried = set(values.get(key, []))
         try:
-            number = float(value)
+            pairs.append((key, float(value)))
         except ValueError:
-            continue
-        if len(tried) > 1 and number in (min(tried), max(tried)):
-            edges.append(key)
-    return edges
+            pass  # not a number: no ends to be at
+    return pairs
 
 
 def read_grid(path: Path | str) -> pd.DataFrame:
