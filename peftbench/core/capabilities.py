@@ -127,14 +127,12 @@ def record(adapter_config: dict[str, Any] | None) -> dict[str, Any] | None:
             return capabilities(adapter_config).to_dict()
     except Exception as exc:  # noqa: BLE001 - a capability row must never fail a run
         peft_type = adapter_config.get("peft_type") if isinstance(adapter_config, dict) else None
+        # Every field of a capability row, none of them known.
+        failed = Capabilities(*[None] * len(dataclasses.fields(Capabilities))).to_dict()
         return {
+            **failed,
             "peft_type": None if peft_type is None else str(peft_type),
             "peft_version": _installed_peft(),
-            "mergeable": None,
-            "multi_adapter": None,
-            "mixed_adapters": None,
-            "quantized_base": None,
-            "layer_types": None,
             "note": f"{type(exc).__name__}: {exc}",
         }
     finally:
