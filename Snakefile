@@ -42,7 +42,10 @@ rule all:
         # Every run's result.json is a target of its own: Snakemake rebuilds a missing file only
         # when a target needs it, so without this a deleted result would stay deleted while the
         # tables that read it look up to date.
-        [path for task in SPECS for path in run_results(task)],
+        [path for task in SPECS for path in planned_results(task)],
+        # With search_seeds first, the chosen points' other seeds follow a checkpoint: functions,
+        # so that the runs known now are planned (and start) before the choice.
+        *chosen_inputs(),
 
 
 onstart:

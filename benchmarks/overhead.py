@@ -104,7 +104,8 @@ def job_shares(workdir: Path, jobs: list, tasks: list[str]) -> None:
             metrics = result["metrics"]
             wall += job.seconds
             trained += metrics.get("train_time_s") or 0.0
-            evaluated += metrics.get("eval_time_s") or 0.0
+            # Validation during training (what the search chooses on) is evaluation too.
+            evaluated += (metrics.get("eval_time_s") or 0.0) + (metrics.get("valid_time_s") or 0.0)
             processes[result["provenance"].get("process", "own")] += 1
         print(
             f"  {task}: jobs forked from the local worker: {processes['worker']}, own: {processes['own']}"
@@ -117,7 +118,8 @@ def job_shares(workdir: Path, jobs: list, tasks: list[str]) -> None:
         rest = wall - trained - evaluated - startup
         print(
             f"  {task}: {len(train)} jobs, {wall:.0f} s: start-up {startup / wall:.1%}, "
-            f"training {trained / wall:.1%}, evaluation {evaluated / wall:.1%}, rest "
+            f"training {trained / wall:.1%}, evaluation (validation and test) "
+            f"{evaluated / wall:.1%}, rest "
             f"{rest / wall:.1%} (non-training non-evaluation {(wall - trained - evaluated) / wall:.1%}"
             ", target < 15%)"
         )

@@ -15,11 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from peftbench.analysis.comparable import SCORE_COLUMN, items_for, scored_column, with_score
-from peftbench.analysis.noise import Bootstrap, task_frontier
 from peftbench.analysis.summary import (
     SOURCE_PUBLISHED,
     SOURCE_THIS_RUN,
@@ -28,7 +23,7 @@ from peftbench.analysis.summary import (
 )
 from peftbench.cli_estimate import advise_predicted, estimate_command
 from peftbench.cli_interop import add_interop_commands
-from peftbench.report.advice import format_advice
+from peftbench.report.advice import advise, format_advice, reference_row
 from peftbench.tasks import registry
 
 
@@ -46,99 +41,6 @@ def results_root(summary_path: Path | str, task: str) -> Path | None:
         if (candidate / task / "runs").is_dir():
             return candidate
     return None
-
-
-def advise(
-    summary: pd.DataFrame,
-    task: str,
-    max_memory_gb: float,
-    max_time_min: float | None = None,
-    *,
-    source: str = SOURCE_THIS_RUN,
-    items: dict | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    threshold: float = 0.95,
-    published_score: bool = False,
-    comparable_items: dict | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Frontier experiments of ``task`` within the budget, best first.
-
-    The frontier is computed among the experiments that fit the budget (mean over seeds of
-    ``train_memory_gb`` <= ``max_memory_gb`` and, when given, ``train_time_min`` <=
-    ``max_time_min``), over quality (max), memory (min) and, with a time budget, time (min).
-    Returns ``(frontier, all_experiments, notes)``: the frontier rows of
-    :func:`peftbench.analysis.noise.frontier_probability` (best quality first), every
-    experiment of the task and source with its frontier columns, and notes on what was left
-    out and why. With ``published_score``, this run's rows are scored as the published suite
-    scores (:mod:`peftbench.analysis.comparable`), resampled with ``comparable_items`` (their
-    per-item scores of that score) instead of ``items``.
-    """
-    spec = registry.get(task)
-    quality = spec.quality.name
-    rows = summary[(summary["task"] == task) & (summary["source"] == source)]
-    notes: list[str] = []
-    rows = with_score(rows, spec, published_score)
-    scored = scored_column(spec, published_score and source == SOURCE_THIS_RUN)
-    if scored != quality and not comparable_items:
-        notes.append(
-            f"this run's rows are scored by {scored}, whose per-item scores are not recorded: "
-            "their intervals cover seeds only, and a single run has none"
-        )
-    if rows.empty:
-        return pd.DataFrame(), pd.DataFrame(), [*notes, f"no {source} results for task {task}"]
-    failed = rows[rows["status"] != "success"]
-    if len(failed):
-        names = ", ".join(sorted(set(failed["experiment"])))
-        notes.append(f"{len(failed)} failed run(s) left out: {names}")
-    ok = rows[rows["status"] == "success"]
-    budget = {"train_memory_gb": max_memory_gb}
-    if max_time_min is not None:
-        budget["train_time_min"] = max_time_min
-    means = ok.groupby("experiment")[list(budget)].mean()
-    unmeasured = means[means.isna().any(axis=1)].index.tolist()
-    if unmeasured:
-        notes.append(
-            f"no {'/'.join(budget)} measured (cannot check the budget): "
-            + ", ".join(sorted(unmeasured))
-        )
-    fits = means.dropna()
-    for column, limit in budget.items():
-        fits = fits[fits[column] <= limit]
-    over = sorted(set(means.dropna().index) - set(fits.index))
-    if over:
-        notes.append(f"{len(over)} experiment(s) over the budget: " + ", ".join(over))
-    candidates = ok[ok["experiment"].isin(fits.index)]
-    if candidates.empty:
-        return pd.DataFrame(), pd.DataFrame(), notes
-    if scored != quality and comparable_items:
-        # Some runs have the item scores, others (e.g. results older than them) do not: those
-        # stay in the comparison, resampled over seeds only, as when none has them.
-        lacking = candidates[
-            (candidates[SCORE_COLUMN] == scored) & ~candidates.index.isin(list(comparable_items))
-        ]
-        if not lacking.empty:
-            runs = ", ".join(
-                f"{row.experiment} seed {row.seed:g}"
-                for row in lacking.sort_values(["experiment", "seed"]).itertuples()
-            )
-            notes.append(
-                f"{len(lacking)} run(s) scored by {scored} have no per-item scores of it "
-                f"recorded ({runs}): they are compared all the same, without resampling "
-                "their test items (a single such run has no interval)"
-            )
-    objectives = {quality: "max", **{column: "min" for column in budget}}
-    table = task_frontier(
-        candidates,
-        objectives,
-        spec,
-        items_for(candidates, spec, items, comparable_items),
-        Bootstrap(n_boot=n_boot, seed=seed, threshold=threshold),
-    )
-    labels = ok.groupby("experiment")[["family", "score"]].first()
-    table = table.join(labels, on="experiment")
-    frontier = table[table["on_frontier"]].reset_index(drop=True)
-    return frontier, table, notes
 
 
 def _task_packages(pairs: list[str]) -> dict[str, str]:
@@ -200,15 +102,8 @@ def _advise_command(args: argparse.Namespace) -> int:
         published_score=args.published_score,
         comparable_items=comparable_items,
     )
-    spec = registry.get(args.task)
-    base = task_rows[(task_rows["family"] == "base") & (task_rows["source"] == args.source)]
     # The reference in the same score as the methods it is read against.
-    base = with_score(base, spec, args.published_score)
-    reference = None
-    if not base.empty:
-        reference = base.iloc[0].copy()
-        quality = spec.quality.name
-        reference[quality] = float(np.nanmean(base[quality].to_numpy(dtype=float)))
+    reference = reference_row(summary, args.task, args.source, args.published_score)
     print(
         format_advice(
             frontier,
@@ -235,7 +130,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="config the --configfile is merged over, as Snakemake does (default: %(default)s)",
     )
     parser.add_argument(
-        "--estimates", default=None, help="read estimates that estimate-memory --json wrote"
+        "--estimates",
+        default=None,
+        help="read estimates that estimate-memory --json wrote",
     )
 
 
@@ -243,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="peftbench",
         description="peftbench's command line (also python -m peftbench): advice from a run's "
-        "results, memory predictions without a GPU, and import and export in the published "
-        "PEFT method-comparison suite's layouts. Each command has its own --help.",
+        "results, memory predictions without a GPU, import from the published PEFT "
+        "method-comparison suite's layout, and export to it, to MLflow or as a Hugging Face Hub "
+        "dataset. Each command has its own --help.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     advise_parser = commands.add_parser(
@@ -266,10 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a task outside the package, as in the config's task_packages (repeatable)",
     )
     advise_parser.add_argument(
-        "--max-memory-gb", type=float, required=True, help="training memory budget (GB = 1e9 B)"
+        "--max-memory-gb",
+        type=float,
+        required=True,
+        help="training memory budget (GB = 1e9 B)",
     )
     advise_parser.add_argument(
-        "--max-time-min", type=float, default=None, help="training time budget (minutes)"
+        "--max-time-min",
+        type=float,
+        default=None,
+        help="training time budget (minutes)",
     )
     advise_parser.add_argument(
         "--summary",

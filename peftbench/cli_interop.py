@@ -1,17 +1,39 @@
 """The interoperability commands of the CLI (registered in :mod:`peftbench.cli`):
 ``peftbench import-experiments`` copies the published suite's experiment folders into this
-workflow's layout, ``peftbench export --format hf-method-comparison`` writes this workflow's
-results in the suite's result layout (:mod:`peftbench.interop`)."""
+workflow's layout; ``peftbench export --to TARGET DEST`` writes this workflow's results
+elsewhere (:mod:`peftbench.interop`): in the suite's result layout (``hf-method-comparison``),
+to an MLflow tracking store (``mlflow``) or as a Hugging Face Hub dataset folder
+(``hub-dataset``). ``--format`` is the earlier spelling of ``--to``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from peftbench.interop import hub_dataset, mlflow_export
 from peftbench.interop.suite_export import FORMAT, ExportError, export_results
 from peftbench.interop.suite_import import ImportSourceError, import_experiments
+
+#: Export targets and what DEST is for each.
+TARGETS = {
+    FORMAT: "the published suite's result layout, DEST a folder",
+    mlflow_export.TARGET: "one MLflow run per experiment and seed, DEST a tracking URI",
+    hub_dataset.TARGET: "the summary table as a Hub dataset, DEST a folder",
+}
+#: Options that only some targets read (argparse dest -> targets), so that one given to another
+#: target is an error instead of being ignored.
+TARGET_OPTIONS = {
+    "fill_for_app": (FORMAT,),
+    "all_points": (FORMAT, mlflow_export.TARGET),
+    "experiment_name": (mlflow_export.TARGET,),
+    "artifact_location": (mlflow_export.TARGET,),
+    "with_adapter": (mlflow_export.TARGET,),
+    "summary": (hub_dataset.TARGET,),
+    "license": (hub_dataset.TARGET,),
+}
 
 
 def _run(command: str, action: Callable[[], Any], error: type[Exception]) -> int:
@@ -38,21 +60,53 @@ def import_command(args: argparse.Namespace) -> int:
     )
 
 
+def _misplaced(args: argparse.Namespace) -> list[str]:
+    """The options given that ``args.to`` does not read."""
+    return [
+        "--" + dest.replace("_", "-")
+        for dest, targets in TARGET_OPTIONS.items()
+        if args.to not in targets and getattr(args, dest) not in (None, False)
+    ]
+
+
 def export_command(args: argparse.Namespace) -> int:
-    """Export; exit 0 when every run was written (or unchanged), 1 when a document was refused
+    """Export; exit 0 when everything was written (or unchanged), 1 when something was refused
     or a result file was invalid, 2 when nothing could be exported."""
-    return _run(
-        "export",
-        lambda: export_results(
+    misplaced = _misplaced(args)
+    if misplaced:
+        print(
+            f"peftbench export: {', '.join(misplaced)} do(es) not apply to --to {args.to}",
+            file=sys.stderr,
+        )
+        return 2
+    actions = {
+        FORMAT: lambda: export_results(
             args.results,
-            args.out,
+            args.destination,
             patterns=args.select,
             fill_for_app=args.fill_for_app,
             force=args.force,
             all_points=args.all_points,
         ),
-        ExportError,
-    )
+        mlflow_export.TARGET: lambda: mlflow_export.export_mlflow(
+            args.results,
+            args.destination,
+            patterns=args.select,
+            all_points=args.all_points,
+            force=args.force,
+            experiment_name=args.experiment_name or mlflow_export.DEFAULT_EXPERIMENT,
+            artifact_location=args.artifact_location,
+            with_adapter=args.with_adapter,
+        ),
+        hub_dataset.TARGET: lambda: hub_dataset.export_hub_dataset(
+            args.summary or Path(args.results) / "summary.parquet",
+            args.destination,
+            patterns=args.select,
+            force=args.force,
+            license_id=args.license,
+        ),
+    }
+    return _run("export", actions[args.to], ExportError)
 
 
 def _select_argument(parser: argparse.ArgumentParser) -> None:
@@ -95,37 +149,98 @@ def add_interop_commands(commands: Any) -> None:
 
     exporter = commands.add_parser(
         "export",
-        help="write run results in the published suite's result layout",
-        description="Write every run result as the suite's result document (run_info, "
-        "train_info, meta_info) into OUT/<suite task>/results/<method>--<name>.json "
+        help="write run results to the published suite's layout, MLflow or a Hub dataset",
+        description="Write this workflow's results elsewhere. "
+        f"--to {FORMAT}: every run result as the suite's result document (run_info, "
+        "train_info, meta_info) in DEST/<suite task>/results/<method>--<name>.json "
         "(MetaMathQA for math, image-gen for image; failed runs in temporary_results/), which "
-        "the suite's app and `published:` of this workflow read. Fields this workflow does not "
-        "measure are written as NaN/null and listed, in the output and in each document's "
-        "peftbench block.",
+        "the suite's app and `published:` of this workflow read; fields this workflow does not "
+        "measure are written as NaN/null and listed. "
+        f"--to {mlflow_export.TARGET}: one MLflow run per experiment and seed in the tracking "
+        "store DEST (e.g. sqlite:///mlflow.db, http://host:5000, or file:///path/mlruns with "
+        "MLFLOW_ALLOW_FILE_STORE=true), in the MLflow experiment peftbench-<task>: params "
+        "(effective training config, PEFT config, provenance), final metrics, curves as step "
+        "metrics, the run folder's files as artifacts; needs the export extra "
+        f"({mlflow_export.EXTRA_HINT}). "
+        f"--to {hub_dataset.TARGET}: the summary table (results/summary.parquet) as "
+        "DEST/data/summary.parquet with a dataset card DEST/README.md, ready to upload to the "
+        "Hugging Face Hub. "
+        "Of a search grid only the point chosen on validation is exported.",
     )
     exporter.add_argument(
-        "--format", required=True, choices=[FORMAT], help="result layout to write"
+        "--to",
+        "--format",
+        dest="to",
+        required=True,
+        choices=list(TARGETS),
+        metavar="TARGET",
+        help="where to export: "
+        + "; ".join(f"{name} ({what})" for name, what in TARGETS.items())
+        + "; --format is the earlier spelling",
     )
     exporter.add_argument(
-        "out", help="folder to write into (it takes the place of the suite's method_comparison/)"
+        "destination",
+        metavar="DEST",
+        help=f"folder to write into ({FORMAT}: it takes the place of the suite's "
+        f"method_comparison/; {hub_dataset.TARGET}: the dataset folder) or, for "
+        f"{mlflow_export.TARGET}, the tracking URI",
     )
     exporter.add_argument(
         "--results", default="results", help="results folder to read (default: %(default)s)"
     )
     _select_argument(exporter)
     exporter.add_argument(
-        "--fill-for-app",
+        "--force",
         action="store_true",
-        help="write stand-ins (named in each document) for the unmeasured integers the suite's "
-        "app needs to load a file: memory peak for the reserved average and 99th percentile, "
-        "training plus evaluation time for the total time, an upper bound of training samples",
-    )
-    exporter.add_argument(
-        "--force", action="store_true", help="overwrite documents with other contents"
+        help="replace what an earlier export wrote with other contents (documents, files, "
+        "MLflow runs)",
     )
     exporter.add_argument(
         "--all-points",
         action="store_true",
-        help="export every point of each search grid, not only the one chosen on validation",
+        help="export every point of each search grid, not only the one chosen on validation "
+        f"({FORMAT}, {mlflow_export.TARGET})",
+    )
+    exporter.add_argument(
+        "--fill-for-app",
+        action="store_true",
+        help=f"{FORMAT}: write stand-ins (named in each document) for the unmeasured integers "
+        "the suite's app needs to load a file: memory peak for the reserved average and 99th "
+        "percentile, training plus evaluation time for the total time, an upper bound of "
+        "training samples",
+    )
+    exporter.add_argument(
+        "--experiment-name",
+        default=None,
+        metavar="NAME",
+        help=f"{mlflow_export.TARGET}: the MLflow experiment; {{task}} is replaced by the task "
+        f"(default: {mlflow_export.DEFAULT_EXPERIMENT})",
+    )
+    exporter.add_argument(
+        "--artifact-location",
+        default=None,
+        metavar="URI",
+        help=f"{mlflow_export.TARGET}: where an experiment this export creates keeps its "
+        "artifacts (default: the store's; for sqlite:/// that is ./mlruns below the current "
+        "folder)",
+    )
+    exporter.add_argument(
+        "--with-adapter",
+        action="store_true",
+        help=f"{mlflow_export.TARGET}: log the saved adapter folder too (a full fine-tuning run "
+        "saves the whole model there)",
+    )
+    exporter.add_argument(
+        "--summary",
+        default=None,
+        help=f"{hub_dataset.TARGET}: the summary table to export (.parquet or .csv; default: "
+        "<results>/summary.parquet)",
+    )
+    exporter.add_argument(
+        "--license",
+        default=None,
+        metavar="ID",
+        help=f"{hub_dataset.TARGET}: the dataset card's license (a Hub license id, e.g. "
+        "cc-by-4.0; default: none, and the card says to add one)",
     )
     exporter.set_defaults(handler=export_command)

@@ -1,6 +1,7 @@
 # Config validation, the task registry and experiment discovery. Runs while the DAG is built, so a
 # bad config or experiment file fails here, naming the file and the key, before any job starts.
 # Nothing here names a task: every task-specific fact comes from its spec (peftbench.tasks).
+import json
 import os
 import re
 import sys
@@ -389,14 +390,98 @@ def task_runs(task):
     return runs + [exps.BASE_EXPERIMENT]
 
 
+def search_seeds(task):
+    """Which seeds a search grid's points run (task config ``search_seeds``): all of them, or
+    only the first, the chosen point then running the others (rule choose_point)."""
+    return config[task].get("search_seeds", "all")
+
+
 def run_results(task):
-    """result.json paths of every run (grid point) x seed, plus the base-model reference."""
-    runs = task_runs(task)
+    """result.json paths of every run (grid point) x seed, plus the base-model reference.
+
+    With ``search_seeds: first`` (and more than one seed) every grid point runs the first seed
+    and only the point chosen on its validation runs the other seeds: those paths need the
+    choice (checkpoint choose_point), so call this from input functions only (it raises
+    Snakemake's IncompleteCheckpointException until the choice exists)."""
+    return planned_results(task) + chosen_results(task)
+
+
+def _first_seed_only(task):
+    return search_seeds(task) == "first" and len(task_seeds(task)) > 1
+
+
+def planned_results(task):
+    """The result.json paths known before any choice: all of them, except with
+    ``search_seeds: first`` the chosen points' other seeds (:func:`chosen_results`)."""
+    seeds = task_seeds(task)
+    first = _first_seed_only(task)
     return [
-        f"results/{task}/runs/{experiment}/seed{seed}/result.json"
-        for experiment in runs
-        for seed in task_seeds(task)
+        f"results/{task}/runs/{run}/seed{seed}/result.json"
+        for run in task_runs(task)
+        for seed in (
+            seeds[:1] if first and search.base_experiment(run) != run else seeds
+        )
     ]
+
+
+def searched_experiments(task):
+    """The experiments of ``task`` with a grid (method/name), in plan order."""
+    runs = task_runs(task)
+    return list(
+        dict.fromkeys(
+            search.base_experiment(run)
+            for run in runs
+            if search.base_experiment(run) != run
+        )
+    )
+
+
+def chosen_results(task, experiment=None):
+    """With ``search_seeds: first``: the result.json of the chosen grid point of each searched
+    experiment (or of ``experiment`` only) on every seed but the first (read from checkpoint
+    choose_point); else none."""
+    if not _first_seed_only(task):
+        return []
+    return [
+        f"results/{task}/runs/{chosen_run(task, searched)}/seed{seed}/result.json"
+        for searched in ([experiment] if experiment else searched_experiments(task))
+        for seed in task_seeds(task)[1:]
+    ]
+
+
+def chosen_inputs():
+    """One input function per searched experiment of every task (:func:`chosen_results`): each
+    waits on its own checkpoint, so Snakemake plans every choice at once (one function for all
+    would reveal them one checkpoint at a time)."""
+    return [
+        lambda wildcards, task=task, experiment=experiment: chosen_results(
+            task, experiment
+        )
+        for task in SPECS
+        if _first_seed_only(task)
+        for experiment in searched_experiments(task)
+    ]
+
+
+def grid_point_results(wildcards):
+    """The first seed's result.json of every grid point of one experiment: what its choice
+    (checkpoint choose_point) is made on."""
+    experiment = f"{wildcards.method}/{wildcards.name}"
+    seed = task_seeds(wildcards.task)[0]
+    return [
+        f"results/{wildcards.task}/runs/{run}/seed{seed}/result.json"
+        for run in task_runs(wildcards.task)
+        if run != experiment and search.base_experiment(run) == experiment
+    ]
+
+
+def chosen_run(task, experiment):
+    """Run id (method/name@point) of the grid point chosen for ``experiment`` on the first
+    seed's validation (the output of checkpoint choose_point)."""
+    method, name = experiment.split("/", 1)
+    choice = checkpoints.choose_point.get(task=task, method=method, name=name).output[0]
+    with open(choice) as handle:
+        return json.load(handle)["run"]
 
 
 def training_inputs(wildcards):
@@ -447,6 +532,7 @@ NOT_RUN_INPUTS = (
     "training_merge",
     "search",
     "search_points",
+    "search_seeds",
 )
 
 

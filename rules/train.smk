@@ -50,3 +50,24 @@ rule train:
         libraries=library_versions(),
     script:
         "../scripts/train_experiment.py"
+
+
+# With search_seeds: first, the grid point that runs an experiment's other seeds: the best on the
+# first seed's validation (peftbench.analysis.search, the same rule as the summary's). A
+# checkpoint, because which runs follow depends on it; rerun when any point's result changes.
+checkpoint choose_point:
+    input:
+        grid_point_results,
+    output:
+        "results/{task}/search/{method}/{name}.json",
+    log:
+        "logs/{task}/search/{method}/{name}.log",
+    wildcard_constraints:
+        name=r"[^/@]+",
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        code=lambda wildcards: code_hash("scripts/choose_point.py", task=wildcards.task),
+    script:
+        "../scripts/choose_point.py"

@@ -12,10 +12,12 @@ from peftbench.core.worker import delegate  # noqa: E402
 
 delegate(__real_file__)  # noqa: F821 - set by Snakemake's preamble: this job's script file
 
+from peftbench.core import progress  # noqa: E402
 from peftbench.core.workflow import redirect_log  # noqa: E402
 from peftbench.tasks.math.embedded_lm import build_embedded_base  # noqa: E402
 
-redirect_log(snakemake)  # noqa: F821
+# Minutes of pretraining: worth a few lines on the console (peftbench/core/progress.py).
+redirect_log(snakemake, progress_lines=True)  # noqa: F821
 info = build_embedded_base(
     snakemake.params.model["embedded"],  # noqa: F821
     Path(snakemake.input[0]),  # noqa: F821
@@ -23,3 +25,4 @@ info = build_embedded_base(
     snakemake.threads,  # noqa: F821
 )
 print(json.dumps(info, indent=2))
+progress.finish(f"final loss {info['final_loss']:.4f}, skill {info['skill']:.3f}")

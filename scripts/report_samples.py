@@ -1,8 +1,11 @@
-"""Snakemake entry point (rule report_samples): one task's page of embedded sample grids.
+"""Snakemake entry point (rule report_samples): one task's samples page, each sample prompt's
+images of every run side by side with the prompt's real image.
 
 The inputs are the runs' result.json files; each run's sample grid (the task spec's
 ``samples_file``) sits next to its result.json and is read when present (a failed run has
-none, so it cannot be an input).
+none, so it cannot be an input). The prepared data (its manifest names the sample prompts and
+the real images) is the rule's ``data`` input where the rule names one, else the task's data
+folder beside its runs (``results/<task>/data``, which every run was trained from).
 """
 
 import sys
@@ -26,6 +29,8 @@ register_task_packages(sm)  # tasks outside the package (config task_packages)
 task = sm.wildcards.task
 results = load_results(sm.input.results)
 runs = [(result, Path(path).parent) for result, path in zip(results, sm.input.results, strict=True)]
+# results/<task>/runs/<method>/<name>/seed<k>/result.json -> results/<task>/data
+data_dir = sm.input.get("data") or (runs[0][1].parents[3] / "data" if runs else None)
 with atomic_path(sm.output.page) as tmp:
-    tmp.write_text(samples_page(task, runs), encoding="utf-8")
-print(f"{task}: sample grids of {len(results)} runs -> {sm.output.page}")
+    tmp.write_text(samples_page(task, runs, data_dir), encoding="utf-8")
+print(f"{task}: samples of {len(results)} runs (data: {data_dir}) -> {sm.output.page}")

@@ -1,8 +1,10 @@
 """Snakemake entry point (rule report_task): one task's report charts and pages.
 
-Trade-off charts (quality vs training memory, time, trainable parameters, file size) with the
-noise-aware frontier, learning curves, the frontier tables, the effective configs and the search
-page, from the search grids rule aggregate wrote (``results/<task>/search.csv``, copied to
+The decision page (this run's frontier on the memory axis with a budget slider, the advice for
+the budget, the frontier table, then every other chart); trade-off charts (quality vs training
+memory, time, trainable parameters, file size) with the noise-aware frontier and learning curves,
+on one page and as PNG and SVG; the frontier tables, the effective configs and the search page,
+from the search grids rule aggregate wrote (``results/<task>/search.csv``, copied to
 ``results/<task>/report/search.csv`` beside the page).
 """
 
@@ -38,6 +40,7 @@ from peftbench.report.captions import chart_caption  # noqa: E402
 from peftbench.report.charts import frontier_chart, learning_curves_chart, legend_colors  # noqa: E402
 from peftbench.report.embed import charts_page_html, save_chart  # noqa: E402
 from peftbench.report.pages import configs_page  # noqa: E402
+from peftbench.report.pages_decision import decision_page_for  # noqa: E402
 from peftbench.report.pages_frontier import frontier_page  # noqa: E402
 from peftbench.report.pages_search import search_page  # noqa: E402
 from peftbench.tasks import registry  # noqa: E402
@@ -70,13 +73,7 @@ for axis, column in AXES.items():
     title = f"{task}: {axis_title(quality)} vs {axis_title(column)}"
     chart = frontier_chart(frontiers[axis], column, quality, colors, title)
     caption = chart_caption(axis, task)
-    save_chart(
-        chart,
-        sm.output[f"{axis}_html"],
-        sm.output[f"{axis}_png"],
-        sm.output[axis],
-        caption_html=caption,
-    )
+    save_chart(chart, None, sm.output[f"{axis}_png"], sm.output[axis])
     sections.append(("", caption, chart))
 curves = curves_table(results, published)
 # Only the runs the summary kept: the chosen point of each search grid.
@@ -89,13 +86,17 @@ title = f"{task}: learning curves (this run)"
 validation_title = f"Validation {spec.valid_value}"
 chart = learning_curves_chart(curves, colors, title, validation_title=validation_title)
 caption = chart_caption("curves", task)
-save_chart(
-    chart, sm.output.curves_html, sm.output.curves_png, sm.output.curves, caption_html=caption
-)
+save_chart(chart, None, sm.output.curves_png, sm.output.curves)
 sections.append(("", caption, chart))
 
 with atomic_path(sm.output.charts) as tmp:
     tmp.write_text(charts_page_html(sections, f"{task}: charts"), encoding="utf-8")
+# The decision page draws this run's memory frontier itself (with the budget); the memory chart
+# with published results beside them is among the others only where there are some.
+published_rows = (task_rows["source"] != SOURCE_THIS_RUN).any()
+others = sections if published_rows else sections[1:]
+with atomic_path(sm.output.decision) as tmp:
+    tmp.write_text(decision_page_for(summary, task, items, colors, others), encoding="utf-8")
 frontier_table = pd.concat([frontiers[axis].assign(axis=axis) for axis in AXES], ignore_index=True)
 with atomic_path(sm.output.frontier_csv) as tmp:
     frontier_table.to_csv(tmp, index=False)

@@ -1,6 +1,6 @@
-"""Snakemake entry point (rule summary): the cross-task summary table, its HTML page and the
-environment page, with imported published results (config ``published``) and the memory
-predicted before the runs (rule estimate_memory)."""
+"""Snakemake entry point (rule summary): the cross-task summary table, its HTML page, the
+environment page and the reference page, with imported published results (config
+``published``) and the memory predicted before the runs (rule estimate_memory)."""
 
 import os
 import sys
@@ -23,6 +23,7 @@ from peftbench.core.io import atomic_path  # noqa: E402
 from peftbench.core.workflow import redirect_log, register_task_packages  # noqa: E402
 from peftbench.report.environment import environment_page  # noqa: E402
 from peftbench.report.pages import summary_page  # noqa: E402
+from peftbench.report.reference import reference_page  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_log(sm)
@@ -51,4 +52,7 @@ with atomic_path(sm.output.html) as tmp:
     )
 with atomic_path(sm.output.environment) as tmp:
     tmp.write_text(environment_page(results, published, warnings=mixed), encoding="utf-8")
+with atomic_path(sm.output.reference) as tmp:
+    text = Path(sm.input.reference).read_text(encoding="utf-8")
+    tmp.write_text(reference_page(text), encoding="utf-8")
 print(f"{len(table)} rows ({len(this_run)} this run) -> {sm.output.csv}")

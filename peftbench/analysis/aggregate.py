@@ -23,6 +23,7 @@ import pandas as pd
 from peftbench.analysis.frontier import pareto_mask
 from peftbench.analysis.glossary import integer_columns
 from peftbench.analysis.search import choose
+from peftbench.core import inference
 from peftbench.core.io import atomic_path
 from peftbench.core.layout import BASE_METHOD
 from peftbench.core.memcategories import CATEGORIES
@@ -52,6 +53,10 @@ _COSTS = [
     "file_size_mb",
 ]
 _TRAINING = ["train_loss_final"]
+#: Inference overhead (result.json metrics of the same names, peftbench.core.inference): the
+#: latencies of a fixed generation unmerged, merged and without the adapter, their ratios, and
+#: why a figure is missing; each task's throughputs are among its own columns.
+INFERENCE_COLUMNS = list(inference.SHARED_KEYS)
 #: What the run's PEFT method can do (result.json ``capabilities``, peftbench.core.capabilities):
 #: yes/no/missing flags and the layer types it wraps.
 CAPABILITY_FLAGS = ["mergeable", "multi_adapter", "mixed_adapters", "quantized_base"]
@@ -77,6 +82,7 @@ TEXT_COLUMNS = [
     *(c for c in _IDENTITY if c != "seed"),
     "memory_measure",
     "search_point",
+    "infer_note",
     *CAPABILITY_COLUMNS,
     *(c for c in _PROVENANCE if c not in ("lr", "max_steps")),
 ]
@@ -105,6 +111,7 @@ def summary_columns() -> list[str]:
         *side_effects,
         *_TRAINING,
         *extras,
+        *INFERENCE_COLUMNS,
         *CAPABILITY_COLUMNS,
         *_SEARCH,
         *_PROVENANCE,
@@ -155,7 +162,8 @@ def validate_result(document: Any, source: str = "<result>") -> None:
 
     Beyond the schema (the shared keys), the task must be known to the registry, every metric
     key of its spec (``TaskSpec.metrics``) must be present (null when unmeasured) and so must
-    its validation curve (``valid_curve``, points with ``step`` and ``valid_value``).
+    its validation curve (``valid_curve``, points with ``step`` and ``valid_value``). The
+    inference-timing keys (``infer_*``) are optional: results written before them lack them.
     """
     errors = sorted(_validator().iter_errors(document), key=_error_field)
     if errors:
@@ -169,7 +177,7 @@ def validate_result(document: Any, source: str = "<result>") -> None:
     problems = [
         f"metrics.{key}: {key!r} is a required property"
         for key in spec.metrics
-        if key not in document["metrics"]
+        if key not in document["metrics"] and not inference.is_metric(key)
     ]
     curve = document["curves"].get(spec.valid_curve)
     if not isinstance(curve, list):
@@ -265,6 +273,8 @@ def _summary_row(result: Mapping[str, Any]) -> dict[str, Any]:
         "trainable_pct": trainable_pct,
         "file_size_mb": _scaled(metrics["file_size_bytes"], 1e6),
         "train_loss_final": metrics["train_loss_final"],
+        # Results written before the inference timing have none of its keys.
+        **{column: metrics.get(column) for column in INFERENCE_COLUMNS},
         **_capability_values(result.get("capabilities")),
         "lr": optimizer_kwargs.get("lr"),
         "max_steps": config.get("max_steps"),

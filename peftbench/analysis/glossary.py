@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from peftbench.analysis.draws import DEFAULT_BOOTSTRAP
 from peftbench.analysis.families import FAMILIES, FAMILY_DESCRIPTIONS
+from peftbench.core import inference
 from peftbench.tasks import registry
 from peftbench.tasks.spec import Column, Direction, TaskSpec
 
@@ -102,6 +103,37 @@ SHARED: dict[str, Column] = _columns(
     Column("train_loss_final", "final train loss",
            "Mean training loss of the last logging window.",
            direction="min", axis_title="Final training loss"),
+    # Inference overhead (peftbench.core.inference): one fixed generation per run, timed in the
+    # training job after everything else; each task's throughputs are its own columns.
+    Column("infer_latency_s", "inference latency (s)",
+           "Wall time of one fixed generation with the adapter unmerged, as trained (the "
+           "task's workload, described with its inference throughput), seconds: the median of "
+           f"{inference.REPEATS} timed calls after {inference.WARMUP} warm-up, in the training "
+           "job after its evaluation. Timings are volatile: compare them within one run of the "
+           "workflow on one machine.",
+           direction="min", axis_title="Inference latency, unmerged (s)"),
+    Column("infer_merged_latency_s", "merged latency (s)",
+           "The same with the adapter merged into the weights (PEFT's merge_and_unload, what "
+           "one deploys). Empty where the method cannot merge (prompt learning; a merge that "
+           "fails), for full fine-tuning and for the base model; infer note says why.",
+           direction="min", axis_title="Inference latency, merged (s)"),
+    Column("infer_base_latency_s", "base latency (s)",
+           "The same without the adapter: the same model in the same job with every adapter "
+           "layer swapped for the layer it wraps (a prompt-learning model's wrapped model), "
+           "timed in rounds alternating with the unmerged calls. Empty for full fine-tuning "
+           "(no base kept to compare with) and for the base model's own row.",
+           direction="min", axis_title="Inference latency, base model (s)"),
+    Column("infer_overhead", "inference overhead",
+           "Unmerged latency / base latency: how much slower the adapter makes generation "
+           "when it is kept separate (1: no slower).",
+           direction="min", axis_title="Inference overhead, unmerged (x base latency)"),
+    Column("infer_merged_overhead", "merged overhead",
+           "Merged latency / base latency: about 1 whenever merging leaves the base "
+           "architecture, as merge_and_unload does; the rest is timing noise.",
+           direction="min", axis_title="Inference overhead, merged (x base latency)"),
+    Column("infer_note", "infer note",
+           "Why an inference figure is missing (no merge, full fine-tuning, the base model, a "
+           "timing that failed); empty when every figure was measured."),
     # What the method can do (result.json capabilities, asked of the installed peft by the
     # training job: peftbench.core.capabilities). Empty for full fine-tuning and the base model.
     Column("mergeable", "mergeable",

@@ -2,7 +2,8 @@
 
 An experiment with a search grid (:mod:`peftbench.core.search`) has one run per point, named
 ``method/name@point``. The point that counts is the one with the best mean validation quality
-(the task's last validation value, ``TaskSpec.valid_final``) over its seeds; ties go to the
+(the task's last validation value, ``TaskSpec.valid_final``) over the seeds every point of the
+grid ran (all seeds, or only the first with ``search_seeds: first``); ties go to the
 cheaper point (lower headline memory), then to the smaller values (lr=0.0003 before lr=0.001:
 an order read from the labels alone, so neither row order nor any score can sway it). A point
 with a failed seed ranks below every point whose seeds all succeeded. Test columns are never
@@ -56,10 +57,15 @@ def _split(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 def grid_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per grid point of every searched experiment of the summary ``table`` (all
-    points, one row per seed in the input): mean validation (``valid``) and test (``quality``)
-    over its successful seeds, how many seeds failed, headline memory, whether it is the
-    chosen point, and on the chosen point the keys at an end of the grid (``edge``). Empty when
-    no experiment has a grid."""
+    points, one row per seed in the input): mean validation (``valid``) and headline memory
+    over the seeds that every point of its grid ran (the seeds the choice compares on), mean
+    test quality (``quality``) over all its successful seeds, how many seeds failed, whether it
+    is the chosen point, and on the chosen point the keys at an end of the grid (``edge``).
+    Empty when no experiment has a grid.
+
+    Comparing on the shared seeds keeps the choice fair when only the chosen point runs the
+    other seeds (task config ``search_seeds: first``): a point is never judged on seeds its
+    rivals did not run, and the choice is the one made before those seeds existed."""
     if table.empty:
         return pd.DataFrame(columns=GRID_COLUMNS)
     base, point = _split(table)
@@ -69,8 +75,10 @@ def grid_table(table: pd.DataFrame) -> pd.DataFrame:
         [table.loc[searched, "task"], base[searched]], sort=False
     ):
         spec = registry.get(task)
+        shared = set.intersection(*(set(s["seed"]) for _, s in runs.groupby("name", sort=False)))
         for name, seeds in runs.groupby("name", sort=False):
-            ok = seeds[seeds["status"] == "success"]
+            compared = seeds[seeds["seed"].isin(shared)]
+            ok = compared[compared["status"] == "success"]
             rows.append(
                 {
                     "task": task,
@@ -78,9 +86,9 @@ def grid_table(table: pd.DataFrame) -> pd.DataFrame:
                     "point": split_run_name(str(name))[1],
                     "run": f"{seeds['method'].iloc[0]}/{name}",
                     "seeds": len(seeds),
-                    "failed": int((seeds["status"] != "success").sum()),
+                    "failed": int((compared["status"] != "success").sum()),
                     "valid": _mean(ok, spec.valid_final),
-                    "quality": _mean(ok, spec.quality.name),
+                    "quality": _mean(seeds[seeds["status"] == "success"], spec.quality.name),
                     "memory_gb": _mean(ok, "memory_gb"),
                     "_order": _label_order(split_run_name(str(name))[1]),
                 }
@@ -122,6 +130,15 @@ def _numbers(label: str) -> list[tuple[str, float]]:
         except ValueError:
             pass  # not a number: no ends to be at
     return pairs
+
+
+def unchosen_runs(grid: pd.DataFrame) -> set[tuple[str, str]]:
+    """``(task, run id)`` of every grid point of ``grid`` (:func:`grid_table`) that was not
+    chosen: keyed by task, since two tasks may share a run id (lora/r8@lr=0.01)."""
+    if grid.empty:
+        return set()
+    rows = grid.loc[~grid["chosen"].astype(bool)]
+    return set(zip(rows["task"].astype(str), rows["run"].astype(str), strict=True))
 
 
 def read_grid(path: Path | str) -> pd.DataFrame:
@@ -178,8 +195,19 @@ def choose(table: pd.DataFrame) -> pd.DataFrame:
         return table
     grid = grid_table(table)
     base, point = _split(table)
-    runs = table["method"].astype(str) + "/" + table["name"].astype(str)
-    keep = point.isna() | runs.isin(set(grid.loc[grid["chosen"], "run"]))
+    # Keyed by task too: two tasks may have the same experiment and grid (lora/r8@lr=0.01),
+    # and one task's choice must not keep the other's point.
+    runs = (
+        table["task"].astype(str)
+        + ":"
+        + table["method"].astype(str)
+        + "/"
+        + table["name"].astype(str)
+    )
+    chosen = grid.loc[grid["chosen"]]
+    keep = point.isna() | runs.isin(
+        set(chosen["task"].astype(str) + ":" + chosen["run"].astype(str))
+    )
     sizes = grid.groupby(["task", "experiment"])["point"].count()
     table["search_point"] = point.where(point.notna(), None)
     table["search_size"] = pd.array(

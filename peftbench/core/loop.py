@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from peftbench.core import progress as job_progress
 from peftbench.core.memory import MemoryTracker
 from peftbench.core.memtrack import TensorAccountant
 from peftbench.core.optim import Updater, make_optimizer, make_scheduler
@@ -84,6 +85,7 @@ class TrainStats:
             "train_tensor_peak_bytes": self.tensor_peak_bytes,
             "train_tensor_breakdown": self.tensor_breakdown,
             "train_time_s": self.train_time_s,
+            "valid_time_s": self.valid_time_s,
             "train_steps": self.steps,
             "train_loss_final": self.loss_curve[-1]["loss"] if self.loss_curve else None,
         }
@@ -154,7 +156,7 @@ def train(
             lr = scheduler.get_last_lr()[0]
             stats.loss_curve.append({"step": step, "loss": sum(window) / len(window), "lr": lr})
             window = []
-            if progress:
+            if progress:  # the log's line (the console's comes after validation)
                 loss_now, elapsed = stats.loss_curve[-1]["loss"], time.perf_counter() - t_start
                 print(
                     f"step {step}/{max_steps} loss {loss_now:.4f} lr {lr:.3g} ({elapsed:.0f} s)",
@@ -170,6 +172,11 @@ def train(
                 stats.valid_curve.append({"step": step, **values})
             model.train()
             tracker.reset()
+        if progress:
+            # Every step: the job's console (if any) shows one now and then, whatever log_steps.
+            loss_now = stats.loss_curve[-1]["loss"] if stats.loss_curve else _mean(window)
+            valid_now = stats.valid_curve[-1] if stats.valid_curve else None
+            job_progress.report_step(step, max_steps, loss_now, valid_now)
         if empty_every and step % empty_every == 0:
             empty_cache()
         if every and step % every == 0 and step < max_steps:
@@ -183,6 +190,10 @@ def train(
     if checkpoint_dir is not None and not params.get("keep_checkpoints", False):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is through: not needed
     return stats
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def empty_device_cache() -> None:
@@ -289,4 +300,5 @@ def _load_checkpoint(
         for key, value in state["rankallocator"].items():
             setattr(allocator, key, value)
     print(f"resumed from {folder / CHECKPOINT} at step {state['step']}", flush=True)
+    job_progress.note(f"resumed from its checkpoint at step {state['step']}")
     return state["step"] + 1, state["window"]

@@ -132,6 +132,7 @@ SHARED_METRICS = (
     "eval_memory_allocated_peak_bytes",
     "memory_measure",
     "train_time_s",
+    "valid_time_s",
     "eval_time_s",
     "train_steps",
     "trainable_params",

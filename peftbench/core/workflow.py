@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.abc
+import json
 import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from peftbench.core import progress
 
 #: The training stack: seconds to import (torch, transformers' models, peft, diffusers). Report
 #: and aggregation jobs read result files only, so they run without it (by contract: task specs,
@@ -15,12 +19,93 @@ from typing import Any
 TRAINING_STACK = ("torch", "transformers", "peft", "diffusers", "accelerate")
 
 
-def redirect_log(snakemake: Any) -> None:
-    """Send stdout, stderr (tqdm, warnings, tracebacks) and logging to the rule's log file."""
-    if snakemake.log:
-        stream = open(snakemake.log[0], "w", buffering=1)  # noqa: SIM115 - lives for the job
-        sys.stdout = sys.stderr = stream
-        logging.basicConfig(stream=stream, level=logging.INFO, force=True)
+#: The generic training rule (rules/train.smk): its jobs show console lines by default.
+TRAIN_RULE = "train"
+
+
+def redirect_log(snakemake: Any, progress_lines: bool | None = None) -> None:
+    """Send stdout, stderr (warnings, tracebacks) and logging, libraries' own handlers included,
+    to the rule's log file, progress bars as plain lines (:class:`progress.PlainLog`).
+
+    With ``progress_lines`` (None: for the training rule's jobs), the job also writes a few
+    lines to the terminal it inherited (:mod:`peftbench.core.progress`): started, training
+    steps now and then, and at exit its outcome. That terminal is this process's stderr before
+    the redirection: Snakemake's, also in a job forked by the local worker, which runs on the
+    standard streams the job handed over."""
+    if not snakemake.log:
+        return
+    terminal = sys.stderr
+    raw = open(snakemake.log[0], "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - the job's
+    stream = progress.PlainLog(raw)
+    previous = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}
+    sys.stdout = sys.stderr = stream
+    logging.basicConfig(stream=stream, level=logging.INFO, force=True)
+    _reroute_handlers(previous, stream)
+    atexit.register(stream.finish)  # a last line without its newline
+    rule = getattr(snakemake, "rule", None)
+    wanted = progress_lines if progress_lines is not None else rule == TRAIN_RULE
+    if wanted and progress.start(job_label(snakemake), terminal) is not None:
+        atexit.register(_report_end, snakemake)  # runs before stream.finish: last in, first out
+
+
+def _reroute_handlers(previous: set[int], stream: TextIO) -> None:
+    """Point at ``stream`` every logging handler that writes to one of the streams (by id)
+    ``previous``: transformers and diffusers give their loggers their own handler on the
+    stderr of the moment they were imported, which for a job forked by the worker, or one that
+    imported them before redirecting, is the terminal."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):  # placeholders have none
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, logging.FileHandler)
+                and id(handler.stream) in previous
+            ):
+                handler.setStream(stream)
+
+
+def job_label(snakemake: Any) -> str:
+    """How a job's console lines start: ``math lora/rank8-qv seed0`` for a training run (its
+    run id), else the rule and its wildcards (``math_base_model``)."""
+    wildcards = snakemake.wildcards
+    if getattr(snakemake, "rule", None) == TRAIN_RULE:
+        return f"{wildcards.task} {wildcards.method}/{wildcards.name} seed{wildcards.seed}"
+    return " ".join([snakemake.rule, *(str(value) for value in wildcards)])
+
+
+def _report_end(snakemake: Any) -> None:
+    """At exit, the job's end line unless its script wrote its own (``progress.finish``, the
+    last thing a builder script does, so its absence means the job failed): a training run's
+    status and headline quality, from its result.json (which a failed run writes too)."""
+    console = progress.current()
+    if console is None or console.finished:
+        return
+    log = snakemake.log[0]
+    result = Path(snakemake.output.result) if snakemake.rule == TRAIN_RULE else None
+    try:
+        if result is None or not result.exists():
+            progress.finish(f"see {log}", ok=False)
+        else:
+            outcome, ok = run_outcome(result, snakemake.wildcards.task)
+            progress.finish(outcome if ok else f"{outcome}; see {log}", ok=ok)
+    except Exception as exc:  # noqa: BLE001 - an end line must never fail a finished job
+        progress.finish(f"no summary ({exc!r}); see {log}")
+
+
+def run_outcome(result_json: Path, task: str) -> tuple[str, bool]:
+    """``success, test_accuracy 0.325`` (the task's headline quality), or the first line of the
+    error of a failed run, from its result.json; and whether the run succeeded."""
+    from peftbench.tasks import registry  # the registry only: a task's spec is torch-free
+
+    result = json.loads(result_json.read_text())
+    status = result.get("status", "unknown")
+    if status != "success":
+        error = (result.get("error") or "").strip().splitlines()
+        return (error[0][:160] if error else status), False
+    quality = registry.get(task).quality
+    key = quality.metric or quality.name
+    value = result.get("metrics", {}).get(key)
+    return (f"{status}, {key} {value:.3f}" if isinstance(value, int | float) else status), True
 
 
 def register_task_packages(snakemake: Any) -> None:

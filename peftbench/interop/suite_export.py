@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.analysis.aggregate import summarize, validate_result
-from peftbench.analysis.search import grid_table
+from peftbench.analysis.search import grid_table, unchosen_runs
 from peftbench.core.config import ConfigError
 from peftbench.core.experiments import select
 from peftbench.core.io import atomic_path
@@ -139,11 +139,11 @@ def _chosen_points(
     if not runs:
         return runs
     grid = grid_table(summarize([r for _, r in runs], choose_points=False))
-    dropped = set(grid.loc[~grid["chosen"].astype(bool), "run"])
+    dropped = unchosen_runs(grid)
     for path, result in runs:
-        if result["experiment"] in dropped:
+        if (result["task"], result["experiment"]) in dropped:
             report.skipped.append(f"{path}: grid point not chosen on validation (--all-points)")
-    return [(path, r) for path, r in runs if r["experiment"] not in dropped]
+    return [(path, r) for path, r in runs if (r["task"], r["experiment"]) not in dropped]
 
 
 def _file_name(result: dict[str, Any], several_seeds: bool) -> Path:

@@ -18,8 +18,9 @@ from peftbench.tasks import registry
 #: What each trade-off chart's x axis is (keys: the cost axes of the report).
 AXIS_CAPTIONS: dict[str, str] = {
     "memory": "Quality against peak training memory in GB (1e9 bytes): the memory a method "
-    "needs to train. This run: CUDA peak reserved memory above the pre-load baseline, or on CPU "
-    "the resident memory training needs above the loaded model. Published values are peak "
+    "needs to train. This run: on CUDA the allocator's peak reserved memory above the pre-load "
+    "baseline; on a CPU the exact peak of live tensors in a training step, weights included "
+    "(peak resident memory there is mostly allocator noise). Published values are peak "
     "reserved GPU memory of the published runs, a different model and GPU unless you ran the "
     "matching preset, hence their own panel when the ranges differ.",
     "time": "Quality against training time in minutes (this run: the sum of optimizer-step "

@@ -37,9 +37,6 @@ def script_json(value: Any) -> str:
     return text
 
 
-#: Embed options of every chart: SVG rendering (crisp, and testable in the DOM) and an
-
-
 PAGE_STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5rem;
        color: #222; max-width: 1400px; }
@@ -164,11 +161,14 @@ def html_table(
     quality: str | None = None,
     row_class: Callable[[pd.Series], str] | None = None,
     table_id: str = "",
+    row_data: Callable[[pd.Series], dict[str, str]] | None = None,
 ) -> str:
     """A sortable HTML table of ``columns`` of ``table``; headers explain themselves on hover.
 
     Every cell is escaped. Numeric cells carry their raw value in ``data-v`` so the sort is
-    numeric; missing values read "n/a" and sort last.
+    numeric; missing values read "n/a" and sort last. ``row_data`` gives each row's
+    ``data-*`` attributes (name without the prefix -> value; both escaped), for a page's
+    script to read.
     """
     columns = [c for c in columns if c in table.columns]
     head = "".join(
@@ -184,7 +184,11 @@ def html_table(
             css = ' class="num"' if _is_number(key) else ""
             cells.append(f'<td{css} data-v="{html.escape(key)}">{html.escape(text)}</td>')
         css = f' class="{html.escape(row_class(row))}"' if row_class else ""
-        body.append(f"<tr{css}>{''.join(cells)}</tr>")
+        data = "".join(
+            f' data-{html.escape(name)}="{html.escape(value)}"'
+            for name, value in (row_data(row) if row_data else {}).items()
+        )
+        body.append(f"<tr{css}{data}>{''.join(cells)}</tr>")
     identifier = f' id="{html.escape(table_id)}"' if table_id else ""
     return (
         f'<table class="sortable"{identifier}><thead><tr>{head}</tr></thead>'

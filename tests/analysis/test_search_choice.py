@@ -101,3 +101,42 @@ def test_a_choice_at_an_end_of_the_grid_is_flagged(valid, edge):
     assert (grid.loc[~grid["chosen"], "edge"] == "").all()
     page = search_page("math", grid)
     assert ("at an end of their grid" in page) == bool(edge)
+
+
+@pytest.mark.parametrize("later", [0.0, 0.3, 1.0])
+def test_with_search_on_the_first_seed_later_seeds_cannot_change_the_choice(later):
+    """search_seeds: first. Only the chosen point (lr=0.001, best on seed 0) runs seeds 1 and 2;
+    whatever they score, the points are compared on the seed they all ran."""
+    results = grid_results(valid=[0.2, 0.5, 0.3], test=[0.1, 0.5, 0.9], seeds=(0,))
+    for seed in (1, 2):
+        results.append(
+            make_result(
+                "lora", "r8@lr=0.001", seed, lr=0.001, valid_accuracy_final=later, test_accuracy=0.2
+            )
+        )
+    grid = grid_table(summarize(results, choose_points=False))
+    assert grid.loc[grid["chosen"], "point"].tolist() == ["lr=0.001"]
+    chosen = grid.set_index("point").loc["lr=0.001"]
+    # Validation is seed 0's (the choice's), test quality the mean over all three seeds.
+    assert chosen["valid"] == 0.5 and chosen["seeds"] == 3
+    assert chosen["quality"] == pytest.approx((0.5 + 0.2 + 0.2) / 3)
+    table = summarize(results)
+    assert sorted(table.loc[table["experiment"] == "lora/r8@lr=0.001", "seed"]) == [0, 1, 2]
+
+
+def test_one_tasks_choice_does_not_keep_another_tasks_point():
+    """Both tasks search lora/r8 over the same grid and choose different points: each task keeps
+    only its own choice (keyed by task, not by run id alone)."""
+    math = grid_results(valid=[0.2, 0.5, 0.3], test=[0.1, 0.5, 0.9])
+    image = [
+        {**r, "task": "image", "metrics": dict(r["metrics"])}
+        for r in grid_results(valid=[0.9, 0.5, 0.3], test=[0.1, 0.5, 0.9])
+    ]
+    for r in image:
+        r["metrics"]["valid_similarity_final"] = r["metrics"].get("valid_accuracy_final")
+    table = summarize(math + image)
+    kept = {
+        task: sorted(set(rows.loc[rows["experiment"].str.startswith("lora/r8@"), "experiment"]))
+        for task, rows in table.groupby("task")
+    }
+    assert kept == {"image": ["lora/r8@lr=0.0003"], "math": ["lora/r8@lr=0.001"]}

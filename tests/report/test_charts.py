@@ -5,13 +5,15 @@ import re
 
 import altair as alt
 import pytest
+from chart_scenarios import MATH_RUNS, PUBLISHED_MATH, crowded_summary
 from factories import make_base_result, make_result
 
 from peftbench.analysis.aggregate import summarize
 from peftbench.analysis.noise import Bootstrap
 from peftbench.analysis.summary import normalize
-from peftbench.analysis.tables import experiment_frontier
-from peftbench.report.charts import frontier_chart, legend_colors, method_key
+from peftbench.analysis.tables import AXES, experiment_frontier, task_frontiers
+from peftbench.report.chart_palette import method_color
+from peftbench.report.charts import frontier_chart, legend_colors
 from peftbench.report.embed import save_chart
 from peftbench.report.frontier_text import interval_text
 from peftbench.tasks import registry
@@ -89,29 +91,54 @@ def test_frontier_chart_layers(summary):
         for layer in spec["layer"]
     ]
     assert ("line", None, "step-after") in marks  # frontier
-    assert ("rule", None, None) in marks  # error bars / base reference
-    assert ("text", None, None) in marks  # frontier labels
+    assert ("rule", None, None) in marks  # error bars / base reference / leader lines
+    assert ("text", None, None) in marks  # point numbers
     assert ("point", "diamond", None) in marks  # base marker
-    text_fields = [
+    text_fields = {
         layer["encoding"]["text"].get("field")
         for layer in spec["layer"]
         if layer["mark"]["type"] == "text"
+    }
+    assert text_fields == {"label_text"}
+    rows = {row["experiment"]: row for row in chart_rows(chart)}
+    # Numbered by family, method and experiment over the whole table (failed rows too), so
+    # an experiment keeps its number in every chart of the task.
+    assert {name: row["number"] for name, row in rows.items()} == {
+        "base/no-finetuning": None,
+        "lora/r16": 1,
+        "lora/r8": 2,
+        "full-finetuning/default": 5,
+    }
+    assert rows["lora/r8"]["label_text"] == "2" and rows["lora/r16"]["label_text"] == "1"
+    assert rows["base/no-finetuning"]["label_text"] == "base model (no fine-tuning)"
+    # The legend entry: number, experiment, P(frontier) (the label column).
+    assert rows["lora/r16"]["key"] == "1\u2002" + rows["lora/r16"]["label"]
+    assert rows["lora/r16"]["label"].startswith("lora/r16 · ")
+    points = [
+        layer
+        for layer in spec["layer"]
+        if layer["mark"]["type"] == "point" and "shape" not in layer["mark"]
     ]
-    assert "label" in text_fields  # "<experiment> · <P(frontier)>"
-    labels = [row["label"] for row in chart_rows(chart) if row.get("on_frontier")]
-    assert sorted(label.split(" · ")[0] for label in labels) == ["lora/r16", "lora/r8"]
-    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
-    # Every method of the table has a colour, failed and unmeasured ones too, so colours are
-    # the same in every chart made from one table.
-    domain = points["encoding"]["color"]["scale"]["domain"]
+    assert len(points) == 1  # this run only: one legend, no "published" entry
+    color = points[0]["encoding"]["color"]
+    # The legend lists what the chart draws, all of it, in full: not the failed ia3 run, not
+    # the unmeasured oft run, not another task's methods.
+    assert color["scale"]["domain"] == [rows[e]["key"] for e in ("lora/r16", "lora/r8")] + [
+        rows["full-finetuning/default"]["key"]
+    ]
+    assert color["scale"]["range"] == [
+        method_color("lora", "lora-like"),
+        method_color("lora", "lora-like"),
+        method_color("full-finetuning", "full"),
+    ]
+    legend = color["legend"]
+    assert legend["symbolLimit"] >= 3 and legend["labelLimit"] == 0
+    # Two experiments of one method: one colour, two shapes.
+    shapes = points[0]["encoding"]["shape"]["scale"]["range"]
+    assert shapes[0] != shapes[1]
+    tooltip_fields = {t["field"] for t in points[0]["encoding"]["tooltip"]}
     assert {
-        method_key("full-finetuning", "full"),
-        method_key("ia3", "multiplicative/scaling"),
-        method_key("lora", "lora-like"),
-        method_key("oft", "orthogonal"),
-    } <= set(domain)
-    tooltip_fields = {t["field"] for t in points["encoding"]["tooltip"]}
-    assert {
+        "number",
         "experiment",
         "family",
         "quality_text",
@@ -216,7 +243,9 @@ def test_frontier_chart_similarity_draws_its_interval():
     whiskers = [
         layer
         for layer in spec["layer"]
-        if layer["mark"]["type"] == "rule" and "y2" in layer["encoding"]
+        if layer["mark"]["type"] == "rule"
+        and "y2" in layer["encoding"]
+        and "leader" not in layer["encoding"]["y"]["field"]
     ]
     assert len(whiskers) == 1
     assert whiskers[0]["encoding"]["y"]["field"] == "y_low"
@@ -240,4 +269,144 @@ def test_frontier_chart_similarity_draws_its_interval():
         ]
     )
     spec = chart_of(no_ci, task="image")[0].to_dict()
-    assert not any("y2" in layer["encoding"] for layer in spec["layer"])
+    assert not any(
+        layer["encoding"].get("y", {}).get("field") == "y_low" for layer in spec["layer"]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Legends, palette, numbers and axes on the crowded run of tests/report/chart_scenarios.py.
+# ---------------------------------------------------------------------------------------------
+
+
+def points_layers(spec):
+    """(legend title, colour encoding, shape encoding) of every points layer with a legend."""
+    panels = spec.get("hconcat", [spec])
+    return [
+        (
+            layer["encoding"]["color"]["legend"]["title"],
+            layer["encoding"]["color"],
+            layer["encoding"]["shape"],
+        )
+        for panel in panels
+        for layer in panel["layer"]
+        if layer["mark"]["type"] == "point" and "legend" in layer["encoding"].get("color", {})
+    ]
+
+
+def styles(spec):
+    """experiment -> (number, colour, shape) of every numbered point of a chart."""
+    rows = [row for rows in spec["datasets"].values() for row in rows]
+    return {
+        (row["source"], row["experiment"]): (row["number"], row["color"], row["shape"])
+        for row in rows
+        if row.get("number") is not None
+    }
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory):
+    return crowded_summary(tmp_path_factory.mktemp("published"))
+
+
+def test_legends_list_the_task_and_its_sources_only_and_in_full(crowded):
+    _, _, summary = crowded
+    colors = legend_colors(summary)  # every task and source, as the report passes it
+    own = summary[summary["source"] == "this run"]
+    frontiers = task_frontiers(own, "math", options=Bootstrap(n_boot=50))
+    legends = points_layers(
+        frontier_chart(frontiers["memory"], "memory_gb", "test_accuracy", colors, "t").to_dict()
+    )
+    # Without published rows: one legend, this run's drawn math experiments, nothing else.
+    assert [title for title, *_ in legends] == ["This run"]
+    entries = [e.split("\u2002")[1].split(" · ")[0] for e in legends[0][1]["scale"]["domain"]]
+    assert sorted(entries) == sorted(e for e, *_ in MATH_RUNS)
+
+    frontiers = task_frontiers(summary, "math", options=Bootstrap(n_boot=50))
+    spec = frontier_chart(frontiers["memory"], "memory_gb", "test_accuracy", colors, "t").to_dict()
+    legends = {title: (color, shape) for title, color, shape in points_layers(spec)}
+    assert set(legends) == {"This run", "Published"}
+    published, _ = legends["Published"]
+    count = len(published["scale"]["domain"])
+    assert count == len(PUBLISHED_MATH)  # every published row, none cut to "...12 entries"
+    assert published["legend"]["symbolLimit"] >= count and published["legend"]["labelLimit"] == 0
+    assert published["legend"]["columns"] >= 2  # long legends wrap into columns
+
+
+def test_experiments_of_a_family_differ_in_colour_or_shape(crowded):
+    _, _, summary = crowded
+    for task in ("math", "image"):
+        quality = registry.get(task).quality.name
+        frontiers = task_frontiers(summary, task, options=Bootstrap(n_boot=50))
+        spec = frontier_chart(
+            frontiers["memory"], "memory_gb", quality, legend_colors(summary), "t"
+        ).to_dict()
+        rows = [row for rows in spec["datasets"].values() for row in rows]
+        for title, color, shape in points_layers(spec):
+            keys = color["scale"]["domain"]
+            assert keys == shape["scale"]["domain"]
+            family = {row["key"]: row["family"] for row in rows if row.get("key")}
+            seen = {}
+            styles_of = zip(keys, color["scale"]["range"], shape["scale"]["range"], strict=True)
+            for key, hue, marker in styles_of:
+                assert (family[key], hue, marker) not in seen, (title, key, seen)
+                seen[(family[key], hue, marker)] = key
+
+
+def test_one_palette_and_numbering_for_pareto_html_and_the_report(crowded):
+    results, _, summary = crowded
+    spec = registry.get("math")
+    # scripts/aggregate.py: this run's rows of the task only.
+    rows = normalize(summarize([r for r in results if r["task"] == "math"]))
+    table = experiment_frontier(rows, "memory_gb", spec, options=Bootstrap(n_boot=50))
+    pareto = frontier_chart(table, "memory_gb", "test_accuracy", legend_colors(rows), "p")
+    # scripts/report_task.py: the cross-task summary, published rows beside.
+    frontiers = task_frontiers(summary, "math", options=Bootstrap(n_boot=50))
+    report = frontier_chart(
+        frontiers["memory"], "memory_gb", "test_accuracy", legend_colors(summary), "r"
+    )
+    ours = styles(pareto.to_dict())
+    theirs = styles(report.to_dict())
+    assert ours and all(theirs[key] == style for key, style in ours.items())
+    assert legend_colors(rows).items() <= legend_colors(summary).items()
+    # The same experiment keeps its number (and style) on every axis of the report.
+    for axis, column in AXES.items():
+        chart = frontier_chart(
+            frontiers[axis], column, "test_accuracy", legend_colors(summary), axis
+        ).to_dict()
+        assert all(theirs[key] == style for key, style in styles(chart).items())
+
+
+def x_axes(spec):
+    panels = spec.get("hconcat", [spec])
+    return [
+        panel["layer"][0]["encoding"]["x"]
+        for panel in panels
+        if "x" in panel["layer"][0]["encoding"]
+    ]
+
+
+def test_axes_have_round_ticks_that_fit(crowded):
+    _, _, summary = crowded
+    own = summary[summary["source"] == "this run"]
+    frontiers = task_frontiers(own, "math", options=Bootstrap(n_boot=50))
+    colors = legend_colors(summary)
+    params = frontier_chart(
+        frontiers["params"], "trainable_params", "test_accuracy", colors, "p"
+    ).to_dict()
+    (x,) = x_axes(params)
+    # 192 to 35,008 parameters: a log axis with ticks at 1, 2 and 5 times powers of ten,
+    # labelled short (no "20,00030,000"), inside the explicit domain.
+    assert x["scale"]["type"] == "log" and x["scale"]["nice"] is False
+    values = x["axis"]["values"]
+    low, high = x["scale"]["domain"]
+    assert all(low <= v <= high for v in values) and len(values) >= 3
+    assert all(re.fullmatch(r"[125]0*", f"{v:.0f}") for v in values), values
+    assert "'k'" in x["axis"]["labelExpr"]
+    memory = frontier_chart(
+        frontiers["memory"], "memory_gb", "test_accuracy", colors, "m"
+    ).to_dict()
+    (x,) = x_axes(memory)
+    values = x["axis"]["values"]
+    steps = {round(b - a, 12) for a, b in zip(values, values[1:], strict=False)}
+    assert len(steps) == 1 and len(values) <= 640 // 50  # even steps, room for each label

@@ -165,9 +165,22 @@ def test_frontier_chart_two_sources_side_by_side(frontiers, summary):
         for layer in layers
         if layer["mark"]["type"] == "point" and "shape" not in layer["mark"]
     )
-    scale = points["encoding"]["color"]["scale"]
-    assert scale["domain"] == list(colors) and scale["range"] == list(colors.values())
-    assert points["encoding"]["shape"]["scale"]["range"] == ["circle", "triangle-up"]
+    # Each panel's legend lists that panel's experiments only, numbered, in their method's
+    # colour; the two LoRA experiments differ in shape; published marks are hollow.
+    color, shape = points["encoding"]["color"], points["encoding"]["shape"]
+    assert color["legend"]["title"] == "This run" and points["mark"]["filled"] is True
+    named = [key.split("\u2002", 1)[1].split(" · ")[0] for key in color["scale"]["domain"]]
+    assert sorted(named) == sorted(["lora/r8", "lora/r16", "oft/b16", EVIL_NAME])
+    lora = [named.index("lora/r8"), named.index("lora/r16")]
+    assert {color["scale"]["range"][i] for i in lora} == {colors["lora-like · lora"]}
+    assert len({shape["scale"]["range"][i] for i in lora}) == 2
+    theirs = next(
+        layer
+        for layer in spec["hconcat"][1]["layer"]
+        if layer["mark"]["type"] == "point" and "legend" in layer["encoding"].get("color", {})
+    )
+    assert theirs["mark"]["filled"] is False
+    assert theirs["encoding"]["color"]["legend"]["title"] == "Published"
     tooltip_fields = {t["field"] for t in points["encoding"]["tooltip"]}
     assert {
         "experiment",

@@ -330,7 +330,10 @@ from pathlib import Path
 
 VOLATILE = {
     "train_memory_peak_bytes", "train_memory_allocated_peak_bytes", "eval_memory_peak_bytes",
-    "eval_memory_allocated_peak_bytes", "train_time_s", "eval_time_s", "train_tokens_per_s",
+    "eval_memory_allocated_peak_bytes", "train_time_s", "valid_time_s", "eval_time_s",
+    "train_tokens_per_s", "infer_latency_s", "infer_merged_latency_s", "infer_base_latency_s",
+    "infer_overhead", "infer_merged_overhead", "infer_tokens_per_s", "infer_merged_tokens_per_s",
+    "infer_base_tokens_per_s",
 }
 
 

@@ -22,7 +22,7 @@ from wfutil import copy_workflow, snakemake
 from peftbench.core.numerics import apply
 
 # Metrics that measure time or memory, which no pin makes repeatable.
-TIMING = re.compile(r"time|memory|per_s|peak")
+TIMING = re.compile(r"time|memory|per_s|peak|latency|overhead")
 X86 = platform.machine().lower() in {"x86_64", "amd64"}
 
 # Two kernel choices that differ on every x86-64 machine torch supports: the scalar fallback

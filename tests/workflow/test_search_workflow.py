@@ -72,3 +72,44 @@ def test_a_bad_grid_fails_before_any_job(grid_run: Path) -> None:
     output = proc.stdout + proc.stderr
     assert "at point lr=-1 of the task's search (config)" in output, output[-3000:]
     assert "'optimizer_kwargs.lr' must be > 0" in output
+
+
+FIRST_SEED = (
+    "tasks: [math]\nselect: {math: [lora/rank8-qv]}\n"
+    f"math: {{seeds: [0, 1], search_points: all, search_seeds: first, search: {{{GRID}}}}}\n"
+)
+
+
+def test_search_on_the_first_seed_runs_only_the_chosen_point_on_the_others(
+    tmp_path: Path,
+) -> None:
+    workdir = copy_workflow(tmp_path)
+    planned = snakemake(workdir, "-n", extra_config=FIRST_SEED)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    # Before the choice exists, only the grid's first-seed runs (and the base reference's two
+    # seeds) are planned; the chosen point's second seed follows the checkpoint.
+    assert task_jobs(planned.stdout, "train") == {"math": 4}, planned.stdout
+    proc = snakemake(workdir, extra_config=FIRST_SEED)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    runs = workdir / "results/math/runs/lora"
+    seeds = {p.name: sorted(s.name for s in p.iterdir()) for p in runs.iterdir()}
+    choice = json.loads((workdir / "results/math/search/lora/rank8-qv.json").read_text())
+    chosen = choice["run"].split("/", 1)[1]
+    other = next(name for name in seeds if name != chosen)
+    assert seeds == {chosen: ["seed0", "seed1"], other: ["seed0"]}
+    # The summary keeps the checkpoint's choice, made on seed 0's validation alone.
+    grid = pd.read_csv(workdir / "results/math/search.csv")
+    assert grid.loc[grid["chosen"], "run"].tolist() == [choice["run"]]
+    valid = grid.set_index("run")["valid"]
+    seed0 = {
+        name: json.loads((runs / name / "seed0/result.json").read_text())["metrics"]
+        for name in seeds
+    }
+    assert valid[f"lora/{chosen}"] == seed0[chosen]["valid_accuracy_final"]
+    assert valid[f"lora/{other}"] == seed0[other]["valid_accuracy_final"]
+    table = pd.read_csv(workdir / "results/math/summary.csv")
+    lora = table[table["method"] == "lora"]
+    assert sorted(lora["seed"]) == [0, 1] and set(lora["experiment"]) == {choice["run"]}
+    # Nothing left to do: the checkpoint's plan is stable.
+    again = snakemake(workdir, "-n", extra_config=FIRST_SEED)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

@@ -10,7 +10,12 @@ from tiny import TIMING_KEYS
 from wfutil import copy_workflow, snakemake
 
 #: What measures time or memory, in both tasks' metrics (the image task times its generation).
-VOLATILE = TIMING_KEYS | {"generation_time_s"}
+VOLATILE = TIMING_KEYS | {
+    "generation_time_s",
+    "infer_images_per_s",
+    "infer_merged_images_per_s",
+    "infer_base_images_per_s",
+}
 
 
 def results(workdir: Path) -> dict[str, dict]:

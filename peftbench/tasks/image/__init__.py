@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from peftbench.core import inference
 from peftbench.tasks.spec import Column, PublishedFormat, TaskSpec, TrainingKey
 
 EMBEDDED_BASE = "results/image/base_model"
@@ -19,6 +20,10 @@ EMBEDDED_ENCODER = "results/image/encoder"
 BASE_REFERENCE = "results/image/base_reference"
 #: Training parameters that change the base model's images (the reference's rule params).
 GENERATION_KEYS = ("num_inference_steps", "guidance_scale", "batch_size_eval", "dtype")
+#: Inference timing (:mod:`peftbench.core.inference`, ``run.inference_workload``): images of
+#: the first test prompts, denoised with at most this many sampling steps; small, so that it
+#: adds under a second to an embedded job (about 1.4 s for BOFT, whose forward is slow).
+INFER_IMAGES, INFER_STEPS = 2, 2
 
 
 def _similarity(item: Mapping[str, Any]) -> float:
@@ -94,6 +99,25 @@ SPEC = TaskSpec(
             axis_title="Training samples (images)",
             integer=True,
         ),
+        Column(
+            "infer_images_per_s",
+            "inference images/s",
+            "Sampling throughput with the adapter unmerged (as trained): images per second of "
+            f"the inference timing's denoising (the first {INFER_IMAGES} test prompts, at most "
+            f"{INFER_STEPS} sampling steps, the run's guidance, batched as the evaluation "
+            f"batches; decoding excluded; median of {inference.REPEATS} timed calls after a "
+            "warm-up).",
+            direction="max",
+            axis_title="Inference throughput, unmerged (images/s)",
+        ),
+        Column(
+            "infer_merged_images_per_s",
+            "merged images/s",
+            "The same with the adapter merged into the weights (merge_and_unload); empty where "
+            "the method cannot merge (infer note says why).",
+            direction="max",
+            axis_title="Inference throughput, merged (images/s)",
+        ),
     ),
     metrics=(
         "similarity",
@@ -103,6 +127,7 @@ SPEC = TaskSpec(
         "valid_similarity_final",
         "generation_time_s",
         "train_samples",
+        *inference.metric_keys("images"),
     ),
     training_keys={
         "num_inference_steps": TrainingKey((int,), "sampler steps per generated image", "positive"),  # noqa: E501

@@ -20,6 +20,7 @@ Differences from the published benchmark, on purpose (see README):
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from peftbench.core import inference
 from peftbench.core.io import write_jsonl
 from peftbench.core.loop import Step, train
 from peftbench.core.memory import MemoryTracker
@@ -44,7 +46,7 @@ from peftbench.core.runs import (
     wrap_peft,
 )
 from peftbench.core.stats import bootstrap_ci
-from peftbench.tasks.image import SPEC
+from peftbench.tasks.image import INFER_IMAGES, INFER_STEPS, SPEC
 from peftbench.tasks.image.data import data_hash, load_images, load_manifest
 from peftbench.tasks.image.diffusion import (
     ImageModel,
@@ -94,6 +96,39 @@ def generate_images(
             )
             out.append(to_uint8(pixels))
     return np.concatenate(out)
+
+
+def inference_workload(
+    model: ImageModel, embeds: torch.Tensor, negative: torch.Tensor, params: dict[str, Any]
+) -> inference.Workload:
+    """Denoising :data:`INFER_IMAGES` images of the first prompts of ``embeds`` with at most
+    :data:`INFER_STEPS` sampling steps, the run's guidance, batched as the evaluation batches,
+    from the test noise, by the transformer ``run`` is given. Decoding is left out: the codec is
+    the same for every variant, and on a GPU the VAE would travel to it at every call
+    (:func:`codec_on_device`). ``run`` returns the latents."""
+    prompts = embeds[:INFER_IMAGES]
+    steps = min(params["num_inference_steps"], INFER_STEPS)
+    batch = params["batch_size_eval"]
+
+    def run(transformer: Any) -> torch.Tensor:
+        timed = dataclasses.replace(model, transformer=transformer)
+        generator = torch.Generator().manual_seed(TEST_SEED)
+        latents = [
+            generate(
+                timed,
+                prompts[start : start + batch],
+                negative,
+                generator,
+                steps,
+                params["guidance_scale"],
+                decode=False,
+            )
+            for start in range(0, len(prompts), batch)
+        ]
+        # Back on the host: the call ends when the device has finished.
+        return torch.cat(latents).cpu()
+
+    return inference.Workload(run, units=len(prompts), unit="images")
 
 
 def prompt_embeddings(
@@ -263,7 +298,11 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         metrics["file_size_bytes"] = sum(
             f.stat().st_size for f in adapter_dir.glob("*.safetensors")
         )
-    # The model goes before the encoder comes: neither phase counts the other's memory.
+    # The inference timing keeps the transformer (and the first test prompts) for the very end:
+    # merging changes the weights, and no other figure may include the timing.
+    workload = inference_workload(model, embeds["test"], negative, params)
+    timed_transformer = model.transformer
+    # The rest of the model goes before the encoder comes (every memory figure is taken).
     model = latents = embeds = None  # type: ignore[assignment]
     gc.collect()
 
@@ -292,6 +331,9 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
     if curves[SPEC.valid_curve]:
         metrics["valid_similarity_final"] = curves[SPEC.valid_curve][-1][SPEC.valid_value]
     metrics["eval_time_s"] = time.perf_counter() - t0
+
+    plain = inference.BASE_MODEL_NOTE if is_base else inference.FULL_FINETUNING_NOTE
+    metrics.update(inference.measure(timed_transformer, workload, plain_note=plain))
 
 
 def _score(refs: np.ndarray, manifest: dict, generated: np.ndarray, repeats: int) -> list[dict]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from peftbench.core import kvprefix
+from peftbench.core import inference, kvprefix
 from peftbench.core.config import dtype_key
 from peftbench.tasks.math.answers import answers_match
 from peftbench.tasks.spec import Column, PublishedFormat, TaskSpec, TrainingKey
@@ -23,6 +23,10 @@ PRETRAINING_FILE = "pretraining.json"
 #: Key of an item line (``test_predictions.jsonl``) holding its correctness under the published
 #: suite's rule (``answers.published_correct``); runs older than it lack the key.
 PUBLISHED_CORRECT = "published_correct"
+#: Inference timing (:mod:`peftbench.core.inference`, ``run.inference_workload``): the first
+#: test prompts, each generating exactly this many new tokens; small, so that it adds under a
+#: second to an embedded job.
+INFER_PROMPTS, INFER_NEW_TOKENS = 8, 12
 
 
 def _correctness(item: Mapping[str, Any]) -> float:
@@ -97,6 +101,24 @@ SPEC = TaskSpec(
             direction="max",
             axis_title="Training throughput (tokens/s)",
         ),
+        Column(
+            "infer_tokens_per_s",
+            "inference tokens/s",
+            "Greedy generation throughput with the adapter unmerged (as trained): new tokens "
+            f"per second over the inference timing's fixed prompts (the first {INFER_PROMPTS} "
+            f"test prompts, {INFER_NEW_TOKENS} new tokens each, batched as the evaluation "
+            f"batches; median of {inference.REPEATS} timed calls after a warm-up).",
+            direction="max",
+            axis_title="Inference throughput, unmerged (tokens/s)",
+        ),
+        Column(
+            "infer_merged_tokens_per_s",
+            "merged tokens/s",
+            "The same with the adapter merged into the weights (merge_and_unload); empty where "
+            "the method cannot merge (infer note says why).",
+            direction="max",
+            axis_title="Inference throughput, merged (tokens/s)",
+        ),
     ),
     metrics=(
         "test_accuracy",
@@ -110,6 +132,7 @@ SPEC = TaskSpec(
         "heldout_loss_before",
         "heldout_loss_after",
         "forgetting",
+        *inference.metric_keys("tokens"),
     ),
     training_keys={
         "max_seq_length": TrainingKey(

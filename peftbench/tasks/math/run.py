@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from peftbench.core import kvprefix, quant
+from peftbench.core import inference, kvprefix, quant
 from peftbench.core.config import file_hash
 from peftbench.core.io import read_jsonl, write_jsonl
 from peftbench.core.loop import train
@@ -29,7 +29,14 @@ from peftbench.core.runs import (
 )
 from peftbench.core.stats import wilson_interval
 from peftbench.core.train import encode, encode_rows
-from peftbench.tasks.math import PRETRAINING_FILE, PUBLISHED_CORRECT, SPEC, answers
+from peftbench.tasks.math import (
+    INFER_NEW_TOKENS,
+    INFER_PROMPTS,
+    PRETRAINING_FILE,
+    PUBLISHED_CORRECT,
+    SPEC,
+    answers,
+)
 from peftbench.tasks.math.batches import training_step
 from peftbench.tasks.math.data import data_hash
 from peftbench.tasks.math.evaluate import greedy_generate, heldout_loss
@@ -87,6 +94,53 @@ def accuracy(
     )
     correct, n = answers.score(outputs, [r["answer"] for r in rows])
     return correct, n, outputs
+
+
+def inference_workload(
+    tokenizer: Any, rows: list[dict], params: dict[str, Any], device: torch.device
+) -> inference.Workload:
+    """Greedy generation of exactly :data:`INFER_NEW_TOKENS` new tokens for each of the first
+    :data:`INFER_PROMPTS` of ``rows``, batched and left-padded as the evaluation does
+    (:func:`~peftbench.tasks.math.evaluate.greedy_generate`). The length is forced (end of text
+    suppressed until then) so that every model generates the same number of tokens, and the
+    prompts are tokenized once, outside the timed calls. ``run`` returns the new ids per batch."""
+    from transformers import GenerationConfig
+
+    prompts = sorted(
+        (params["query_template"].format(query=r["query"]) for r in rows[:INFER_PROMPTS]), key=len
+    )
+    batches, size = [], params["batch_size_eval"]
+    for start in range(0, len(prompts), size):
+        encoded = [tokenizer(p)["input_ids"] for p in prompts[start : start + size]]
+        width = max(map(len, encoded))
+        ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, e in enumerate(encoded):
+            ids[row, width - len(e) :] = torch.tensor(e)
+            mask[row, width - len(e) :] = 1
+        batches.append((ids.to(device), mask.to(device)))
+    config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=INFER_NEW_TOKENS,
+        min_new_tokens=INFER_NEW_TOKENS,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+
+    def run(model: Any) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            new = [
+                model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[
+                    :, ids.shape[1] :
+                ]
+                for ids, mask in batches
+            ]
+        # Back on the host: the call ends when the device has finished.
+        return [n.cpu() for n in new]
+
+    return inference.Workload(run, units=len(prompts) * INFER_NEW_TOKENS, unit="tokens")
 
 
 def encode_heldout(tokenizer: Any, row: dict, params: dict[str, Any]) -> dict:
@@ -220,3 +274,8 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         metrics["file_size_bytes"] = sum(
             f.stat().st_size for f in adapter_dir.glob("*.safetensors")
         )
+
+    # Last: merging changes the weights, and no other figure may include the timing.
+    plain = inference.BASE_MODEL_NOTE if is_base else inference.FULL_FINETUNING_NOTE
+    workload = inference_workload(tokenizer, test_rows, params, device)
+    metrics.update(inference.measure(model, workload, plain_note=plain))

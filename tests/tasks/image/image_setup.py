@@ -15,4 +15,9 @@ CONFIG = deep_merge(
 )["image"]
 #: Timings and memory: the only metrics two runs of the same config and seed may differ in (the
 #: math task's, which an image result partly has, and the image generation time).
-TIMING = TIMING_KEYS | {"generation_time_s"}
+TIMING = TIMING_KEYS | {
+    "generation_time_s",
+    "infer_images_per_s",
+    "infer_merged_images_per_s",
+    "infer_base_images_per_s",
+}
