@@ -25,6 +25,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: Headless Chromium without network: no background services, every host resolves to nothing
+#: and every request goes to a dead proxy, so a page that loads works offline. The tests and
+#: the screenshot command share them (add ``--user-data-dir`` and the page's own flags).
+OFFLINE_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--proxy-server=127.0.0.1:9",
+)
+
 
 def chromium() -> str | None:
     """Path of a Chromium binary, or None."""
@@ -62,16 +77,8 @@ class Browser:
         self._process = subprocess.Popen(
             [
                 binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
+                *OFFLINE_FLAGS,
                 f"--user-data-dir={self._profile.name}",
-                "--host-resolver-rules=MAP * ~NOTFOUND",
-                "--proxy-server=127.0.0.1:9",
                 f"--window-size={width},{height}",
                 "--remote-debugging-pipe",
                 "about:blank",

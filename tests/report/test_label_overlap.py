@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from chart_scenarios import crowded_summary
 from peftbench.analysis.noise import Bootstrap
 from peftbench.analysis.summary import SOURCE_THIS_RUN, curves_table
 from peftbench.analysis.tables import AXES, task_frontiers
+from peftbench.report.browser import OFFLINE_FLAGS, chromium
 from peftbench.report.charts import frontier_chart, learning_curves_chart, legend_colors
 from peftbench.tasks import registry
 
@@ -65,10 +65,6 @@ document.getElementById("result").textContent = JSON.stringify(result);
 """
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def measure(svgs: dict[str, str], tmp_path: Path) -> dict[str, dict]:
     """Text, legend and marker boxes of each SVG, as headless Chromium lays them out (one
     browser start for all)."""
@@ -81,12 +77,7 @@ def measure(svgs: dict[str, str], tmp_path: Path) -> dict[str, dict]:
     )
     command = [
         chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
+        *OFFLINE_FLAGS,
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
         "--dump-dom",
         page.as_uri(),

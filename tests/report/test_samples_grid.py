@@ -9,7 +9,6 @@ import html
 import io
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from factories import make_base_result, make_result
 from PIL import Image
 
+from peftbench.report.browser import OFFLINE_FLAGS, chromium
 from peftbench.report.pages_samples import samples_page
 from peftbench.report.samples_grid import (
     MAX_REFERENCE_PX,
@@ -184,10 +184,6 @@ def test_without_prepared_data_every_grid_is_shown_whole(tmp_path: Path):
     assert "<h2>ia3/broken</h2>" in text and "No sample grid: CUDA &lt;oom&gt;" in text
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.skipif(chromium() is None, reason="needs chromium (apt-get install -y chromium)")
 def test_click_opens_full_size_in_chromium(page, tmp_path: Path):
     text = page[0]
@@ -205,12 +201,7 @@ document.body.dataset.probe = [style.position, img.width, other.position, window
     path.write_text(text.replace("</body>", probe + "</body>"), encoding="utf-8")
     command = [
         chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
+        *OFFLINE_FLAGS,
         f"--user-data-dir={tmp_path / 'profile'}",
         "--window-size=1000,800",
         "--dump-dom",

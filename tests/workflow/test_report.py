@@ -31,7 +31,7 @@ from PIL import Image
 from wfutil import copy_workflow, job_counts
 from wfutil import snakemake as run_snakemake
 
-from peftbench.report.browser import Browser, chromium
+from peftbench.report.browser import OFFLINE_FLAGS, Browser, chromium
 
 FIXTURES = PUBLISHED
 EVIL_NAME = "<script>alert(1)</script>"
@@ -294,16 +294,8 @@ def render(page: Path, tmp_path: Path, *, screenshot: Path | None = None) -> str
     """The DOM of ``page`` after its scripts ran, loaded by headless Chromium without network."""
     args = [
         chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *OFFLINE_FLAGS,
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        # No network: every host resolves to nothing and every request goes to a dead proxy.
-        "--host-resolver-rules=MAP * ~NOTFOUND",
-        "--proxy-server=127.0.0.1:9",
         "--virtual-time-budget=15000",
         "--window-size=1600,1200",
     ]
