@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.interop import hub_dataset, mlflow_export
-from peftbench.interop.suite_export import FORMAT, ExportError, export_results
+from peftbench.interop.run_results import ExportError
+from peftbench.interop.suite_export import FORMAT, export_results
 from peftbench.interop.suite_import import ImportSourceError, import_experiments
 
 #: Export targets and what DEST is for each.

@@ -31,7 +31,7 @@ from peftbench.analysis.summary import SOURCE_THIS_RUN, read_summary
 from peftbench.core.config import ConfigError
 from peftbench.core.experiments import select
 from peftbench.core.io import atomic_path
-from peftbench.interop.suite_export import ExportError
+from peftbench.interop.run_results import ExportError
 
 TARGET = "hub-dataset"
 DATA_FILE, CARD_FILE = "data/summary.parquet", "README.md"

@@ -35,8 +35,7 @@ from peftbench.interop.mlflow_record import (
     run_params,
     run_tags,
 )
-from peftbench.interop.run_results import Run, load_runs
-from peftbench.interop.suite_export import ExportError
+from peftbench.interop.run_results import ExportError, Run, load_runs
 
 TARGET = "mlflow"
 EXTRA_HINT = "pip install 'peftbench[export]'"

@@ -25,21 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.analysis.aggregate import summarize, validate_result
-from peftbench.analysis.search import grid_table, unchosen_runs
-from peftbench.core.config import ConfigError
-from peftbench.core.experiments import select
 from peftbench.core.io import atomic_path
-from peftbench.core.layout import BASE_METHOD, RESULT_FILE
+from peftbench.core.layout import BASE_METHOD
+from peftbench.interop.run_results import load_runs
 from peftbench.interop.suite_document import SUITE_TASKS, result_document
 from peftbench.tasks import registry
 
 FORMAT = "hf-method-comparison"
 RESULTS, TEMPORARY = "results", "temporary_results"
-
-
-class ExportError(ValueError):
-    """Nothing can be exported (no results folder, a filter that matches nothing)."""
 
 
 @dataclass
@@ -103,47 +96,14 @@ class ExportReport:
         return lines
 
 
-def find_results(results: Path | str) -> list[Path]:
-    """Every ``<task>/runs/<method>/<name>/seed<k>/result.json`` below ``results``, sorted."""
-    results = Path(results)
-    if not results.is_dir():
-        raise ExportError(f"{results}: results folder does not exist")
-    return sorted(results.glob(f"*/runs/*/*/seed*/{RESULT_FILE}"))
-
-
-def _load(paths: list[Path], report: ExportReport) -> list[tuple[Path, dict[str, Any]]]:
-    """The valid results of exportable tasks; the others are skipped with the reason."""
-    loaded = []
-    for path in paths:
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            validate_result(document, source=str(path))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            report.invalid.append(f"{path}: skipped, not a valid result file: {exc}")
-            continue
-        fmt = registry.get(document["task"]).published
-        if fmt is None or fmt.name not in SUITE_TASKS:
-            report.skipped.append(f"{path}: task {document['task']} has no suite counterpart")
-        elif document["method"] == BASE_METHOD:
-            report.skipped.append(f"{path}: the base-model reference has no suite counterpart")
-        else:
-            loaded.append((path, document))
-    return loaded
-
-
-def _chosen_points(
-    runs: list[tuple[Path, dict[str, Any]]], report: ExportReport
-) -> list[tuple[Path, dict[str, Any]]]:
-    """``runs`` without the grid points that were not chosen on validation (the summary's rule,
-    :mod:`peftbench.analysis.search`); those are listed as skipped."""
-    if not runs:
-        return runs
-    grid = grid_table(summarize([r for _, r in runs], choose_points=False))
-    dropped = unchosen_runs(grid)
-    for path, result in runs:
-        if (result["task"], result["experiment"]) in dropped:
-            report.skipped.append(f"{path}: grid point not chosen on validation (--all-points)")
-    return [(path, r) for path, r in runs if (r["task"], r["experiment"]) not in dropped]
+def _no_counterpart(result: dict[str, Any]) -> str | None:
+    """Why the suite has no counterpart for ``result`` (its task, the base reference), if so."""
+    fmt = registry.get(result["task"]).published
+    if fmt is None or fmt.name not in SUITE_TASKS:
+        return f"task {result['task']} has no suite counterpart"
+    if result["method"] == BASE_METHOD:
+        return "the base-model reference has no suite counterpart"
+    return None
 
 
 def _file_name(result: dict[str, Any], several_seeds: bool) -> Path:
@@ -180,16 +140,10 @@ def export_results(
     grid only the point chosen on validation is exported, unless ``all_points``."""
     results, out = Path(results), Path(out)
     report = ExportReport(out=out)
-    runs = _load(find_results(results), report)
-    if not runs and not report.skipped and not report.invalid:
-        raise ExportError(f"{results}: no run results (<task>/runs/<method>/<name>/seed<k>/)")
-    try:
-        chosen = set(select(sorted({r["experiment"] for _, r in runs}), patterns, "--select"))
-    except ConfigError as exc:
-        raise ExportError(str(exc)) from exc
-    runs = [(path, r) for path, r in runs if r["experiment"] in chosen]
-    if not all_points:
-        runs = _chosen_points(runs, report)
+    found = load_runs(results, patterns, all_points, exclude=_no_counterpart)
+    runs = found.runs
+    report.invalid += found.invalid
+    report.skipped += found.skipped
     seeds = defaultdict(set)
     for _, result in runs:
         seeds[result["task"], result["experiment"]].add(result["seed"])

@@ -16,7 +16,7 @@ from peftbench.analysis.published import import_published
 from peftbench.analysis.summary import build_summary, write_summary_files
 from peftbench.cli import main
 from peftbench.interop.hub_dataset import CARD_FILE, DATA_FILE, export_hub_dataset
-from peftbench.interop.suite_export import ExportError
+from peftbench.interop.run_results import ExportError
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from peftbench.core.layout import RESULT_FILE, run_dir
 from peftbench.interop import mlflow_record
 from peftbench.interop.mlflow_export import export_mlflow
 from peftbench.interop.mlflow_record import flatten, run_params
-from peftbench.interop.suite_export import ExportError
+from peftbench.interop.run_results import ExportError
 
 
 @pytest.fixture(autouse=True)

@@ -22,8 +22,9 @@ from peftbench.cli import main
 from peftbench.core.configfile import load_config_file
 from peftbench.core.io import write_json
 from peftbench.core.layout import RESULT_FILE, run_dir
+from peftbench.interop.run_results import ExportError
 from peftbench.interop.suite_document import APP_INTEGERS
-from peftbench.interop.suite_export import ExportError, export_results
+from peftbench.interop.suite_export import export_results
 from peftbench.interop.suite_keys import NO_EFFECT, SUITE_CONSTANTS
 from peftbench.tasks import registry
 
