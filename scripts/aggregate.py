@@ -24,10 +24,9 @@ forbid_imports("aggregate")
 from peftbench.analysis.aggregate import (  # noqa: E402
     load_results,
     provenance_warnings,
-    summarize,
+    summarize_with_grid,
     write_summary,
 )
-from peftbench.analysis.search import grid_table  # noqa: E402
 from peftbench.analysis.summary import normalize, table_item_scores  # noqa: E402
 from peftbench.analysis.tables import AXES, experiment_frontier  # noqa: E402
 from peftbench.core.io import atomic_path  # noqa: E402
@@ -43,12 +42,11 @@ register_task_packages(sm)  # tasks outside the package (config task_packages)
 task = sm.wildcards.task
 spec = registry.get(task)
 results = load_results(sm.input)
-table = summarize(results)
+# The summary keeps each grid's chosen point only; the grid table has every point.
+table, grid = summarize_with_grid(results)
 for warning in provenance_warnings(table):
     print(f"WARNING: {warning}")
 write_summary(table, sm.output.summary)
-# The summary keeps each grid's chosen point only; the grid table needs every point.
-grid = grid_table(summarize(results, choose_points=False))
 with atomic_path(sm.output.search) as tmp:
     grid.to_csv(tmp, index=False)
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from peftbench.analysis.frontier import pareto_mask
 from peftbench.analysis.glossary import integer_columns
-from peftbench.analysis.search import choose
+from peftbench.analysis.search import choose, grid_table
 from peftbench.core import inference
 from peftbench.core.io import atomic_path
 from peftbench.core.layout import BASE_METHOD
@@ -384,6 +384,23 @@ def summarize(results: Sequence[Mapping[str, Any]], choose_points: bool = True) 
     successful rows only, per task. Rows are sorted by task, base model first, then by
     quality descending (missing last), then by experiment and seed.
     """
+    rows = _point_rows(results)
+    return _finish(choose(rows) if choose_points else rows)
+
+
+def summarize_with_grid(
+    results: Sequence[Mapping[str, Any]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary of :func:`summarize` and the search grids of every point
+    (:func:`peftbench.analysis.search.grid_table`), from one pass over ``results``: the
+    summary keeps the points the written grid marks chosen, computed once."""
+    every = _finish(_point_rows(results))
+    grid = grid_table(every)
+    return _finish(choose(every, grid)), grid
+
+
+def _point_rows(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One typed row per result, every grid point kept, before frontier flags and sorting."""
     columns = summary_columns()
     rows = [_summary_row(result) for result in results]
     df = pd.DataFrame(rows, columns=[c for c in columns if c != "on_frontier"])
@@ -396,11 +413,15 @@ def summarize(results: Sequence[Mapping[str, Any]], choose_points: bool = True) 
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
 
     df["memory_gb"] = headline_memory(df)
-    if choose_points:
-        df = choose(df).reset_index(drop=True)
+    return df
+
+
+def _finish(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its frontier flags, sorted, in the summary's column order."""
+    df = df.reset_index(drop=True)
     df["on_frontier"] = frontier_flags(df)
     df = sort_rows(df, {"_task": df["task"].astype(str)})
-    return df.reset_index(drop=True)[columns]
+    return df.reset_index(drop=True)[summary_columns()]
 
 
 def provenance_warnings(df: pd.DataFrame) -> list[str]:

@@ -185,15 +185,16 @@ def _best(points: pd.DataFrame) -> object:
     return key.sort_values(list(key.columns), kind="stable").index[0]
 
 
-def choose(table: pd.DataFrame) -> pd.DataFrame:
+def choose(table: pd.DataFrame, grid: pd.DataFrame | None = None) -> pd.DataFrame:
     """The summary ``table`` with each searched experiment reduced to its chosen point's rows,
-    ``search_point`` and ``search_size`` filled (empty for experiments without a grid)."""
+    ``search_point`` and ``search_size`` filled (empty for experiments without a grid).
+    ``grid``: :func:`grid_table` of ``table``, when the caller has it already."""
     table = table.copy()
     table["search_point"] = None
     table["search_size"] = pd.array([pd.NA] * len(table), dtype="Int64")
     if table.empty or not table["name"].astype(str).str.contains(POINT_SEPARATOR).any():
         return table
-    grid = grid_table(table)
+    grid = grid_table(table) if grid is None else grid
     base, point = _split(table)
     # Keyed by task too: two tasks may have the same experiment and grid (lora/r8@lr=0.01),
     # and one task's choice must not keep the other's point.
