@@ -6,6 +6,13 @@ fit a memory (and optionally time) budget, best first, with intervals and whethe
 lead over the next is within noise; with ``--predicted`` it answers from the memory prediction
 alone (no run needed). ``estimate-memory`` predicts every experiment's peak GPU memory of a
 config (a preset) without a GPU or weights (:mod:`peftbench.core.estimate`).
+
+``--task`` is a choice of the tasks in the registry when the command line is parsed: the built-in
+ones, those of ``--task-package NAME=FOLDER`` and those of the ``task_packages`` of
+``--configfile`` (merged over ``--defaults``, as Snakemake does); these are registered before the
+parser is built, so an external task is as much a choice as a built-in one. A summary can hold
+other tasks (another config's); advising on one needs its package registered, since its spec
+says how it is scored, and the error says how.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from peftbench.analysis.summary import (
     SOURCE_PUBLISHED,
@@ -25,6 +33,16 @@ from peftbench.cli_estimate import advise_predicted, estimate_command
 from peftbench.cli_interop import add_interop_commands
 from peftbench.report.advice import advise, format_advice, reference_row
 from peftbench.tasks import registry
+
+#: ``--source`` choices (no spaces, so they need no quoting) -> the summary's ``source`` value.
+SOURCES = {"this-run": SOURCE_THIS_RUN, "published": SOURCE_PUBLISHED}
+#: Earlier spellings of ``--source`` still accepted, with a note: the tables' own "this run".
+LEGACY_SOURCES = {"this run": "this-run", "this_run": "this-run"}
+#: What an unknown ``--task`` is told besides argparse's list of choices.
+TASK_HINT = (
+    "a task outside the package needs --task-package NAME=FOLDER, or a --configfile whose "
+    "task_packages names it"
+)
 
 
 def default_summary(task: str, root: Path | str = "results") -> Path:
@@ -49,22 +67,61 @@ def _task_packages(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, folder = pair.partition("=")
         if not sep or not name or not folder:
-            raise SystemExit(f"peftbench advise: --task-package {pair!r}: expected NAME=FOLDER")
+            raise SystemExit(f"peftbench: --task-package {pair!r}: expected NAME=FOLDER")
         packages[name] = folder
     return packages
 
 
-def _advise_command(args: argparse.Namespace) -> int:
-    # A task outside the package (config task_packages) must be registered before its spec is read.
-    registry.register_packages(_task_packages(args.task_package))
-    known = [spec.name for spec in registry.known()]
-    if args.task not in known:
+def _config_task_packages(configfile: str | None, defaults: str | None) -> dict[str, str]:
+    """The ``task_packages`` of ``--configfile`` merged over ``--defaults`` (folders relative to
+    the current folder, the workflow's); none without ``--configfile``."""
+    if not configfile or not Path(configfile).is_file():
+        return {}
+    import yaml
+
+    from peftbench.core.config import deep_merge
+
+    config: dict = {}
+    for path in (defaults, configfile):
+        if path and Path(path).is_file():
+            config = deep_merge(config, yaml.safe_load(Path(path).read_text("utf-8")) or {})
+    return dict(config.get("task_packages") or {})
+
+
+def register_tasks(argv: Sequence[str]) -> None:
+    """Register the tasks of ``--task-package`` and of ``--configfile``'s ``task_packages``
+    found in ``argv``, so that the parser offers them as ``--task`` choices."""
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early.add_argument("--task-package", action="append", default=[])
+    early.add_argument("--configfile", default=None)
+    early.add_argument("--defaults", default="config/config.yaml")
+    known, _ = early.parse_known_args(argv)
+    registry.register_packages(_config_task_packages(known.configfile, known.defaults))
+    registry.register_packages(_task_packages(known.task_package))
+
+
+def _source(text: str) -> str:
+    """A ``--source`` value; the earlier spelling "this run" is still read, with a note."""
+    if text in LEGACY_SOURCES:
         print(
-            f"peftbench advise: unknown task {args.task!r} (known: {', '.join(known)}; a task "
-            "outside the package needs --task-package NAME=FOLDER)",
+            f"peftbench advise: --source {text!r} is the earlier spelling of "
+            f"{LEGACY_SOURCES[text]}; it will go",
             file=sys.stderr,
         )
-        return 2
+        return LEGACY_SOURCES[text]
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (its subparsers too), whose error for ``--task`` says how to add one."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument --task:"):
+            message = f"{message}; {TASK_HINT}"
+        super().error(message)
+
+
+def _advise_command(args: argparse.Namespace) -> int:
     summary_path = Path(args.summary) if args.summary else default_summary(args.task)
     if not summary_path.exists():
         print(
@@ -83,8 +140,9 @@ def _advise_command(args: argparse.Namespace) -> int:
         return 2
     root = Path(args.results_dir) if args.results_dir else results_root(summary_path, args.task)
     task_rows = summary[summary["task"] == args.task]
+    source = SOURCES[args.source]
     items, comparable_items = {}, {}
-    if args.source == SOURCE_THIS_RUN:
+    if source == SOURCE_THIS_RUN:
         items = table_item_scores(task_rows, root)
         if args.published_score:
             # The rows hold the published-compatible score: resampled from its own item scores.
@@ -94,7 +152,7 @@ def _advise_command(args: argparse.Namespace) -> int:
         args.task,
         args.max_memory_gb,
         args.max_time_min,
-        source=args.source,
+        source=source,
         items=items,
         n_boot=args.n_boot,
         seed=args.seed,
@@ -103,7 +161,7 @@ def _advise_command(args: argparse.Namespace) -> int:
         comparable_items=comparable_items,
     )
     # The reference in the same score as the methods it is read against.
-    reference = reference_row(summary, args.task, args.source, args.published_score)
+    reference = reference_row(summary, args.task, source, args.published_score)
     print(
         format_advice(
             frontier,
@@ -111,13 +169,24 @@ def _advise_command(args: argparse.Namespace) -> int:
             args.max_memory_gb,
             args.max_time_min,
             notes,
-            source=args.source,
+            source=source,
             reference=reference,
             n_boot=args.n_boot,
             threshold=args.threshold,
         )
     )
     return 0 if not frontier.empty else 1
+
+
+def _add_task_package_argument(parser: argparse.ArgumentParser) -> None:
+    # Read by register_tasks before this parser is built; here for --help.
+    parser.add_argument(
+        "--task-package",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="a task outside the package, as in the config's task_packages (repeatable)",
+    )
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +206,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The parser; its ``--task`` choices are the tasks registered now (:func:`register_tasks`)."""
+    parser = _Parser(
         prog="peftbench",
         description="peftbench's command line (also python -m peftbench): advice from a run's "
         "results, memory predictions without a GPU, import from the published PEFT "
@@ -153,16 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap intervals and whether each lead over the next method is within noise.",
     )
     tasks = registry.known()
+    task_names = [spec.name for spec in tasks]
     advise_parser.add_argument(
-        "--task", required=True, help=f"task name ({', '.join(s.name for s in tasks)})"
+        "--task",
+        required=True,
+        choices=task_names,
+        help=f"the task to advise on; {TASK_HINT}",
     )
-    advise_parser.add_argument(
-        "--task-package",
-        action="append",
-        default=[],
-        metavar="NAME=FOLDER",
-        help="a task outside the package, as in the config's task_packages (repeatable)",
-    )
+    _add_task_package_argument(advise_parser)
     advise_parser.add_argument(
         "--max-memory-gb",
         type=float,
@@ -190,12 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     advise_parser.add_argument(
         "--source",
-        # "this-run" is easier to type than the quoted "this run" of the tables.
-        type=lambda text: text.replace("-", " ").replace("_", " "),
-        choices=[SOURCE_THIS_RUN, SOURCE_PUBLISHED],
-        metavar="{this-run,published}",
-        default=SOURCE_THIS_RUN,
-        help="which results to advise from (default: this-run)",
+        type=_source,
+        choices=list(SOURCES),
+        default="this-run",
+        help="which results to advise from: this run's or the published suite's (default: "
+        "%(default)s; 'this run', the earlier spelling, is still read)",
     )
     advise_parser.add_argument(
         "--published-score",
@@ -229,7 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
         "config files, wrap it with each experiment's adapter and account one training step "
         "at the config's dtype, batch size and longest sequence.",
     )
-    estimate_parser.add_argument("--task", default=None, help="one task (default: the config's)")
+    estimate_parser.add_argument(
+        "--task",
+        default=None,
+        choices=task_names,
+        help=f"one task (default: the config's tasks); {TASK_HINT}",
+    )
+    _add_task_package_argument(estimate_parser)
     estimate_parser.add_argument("--json", default=None, help="also write the estimates here")
     _add_config_arguments(estimate_parser)
     estimate_parser.set_defaults(handler=estimate_command)
@@ -239,5 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``peftbench`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        register_tasks(argv)
+    except registry.UnknownTaskError as exc:
+        print(f"peftbench: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     return args.handler(args)

@@ -18,6 +18,7 @@ from peftbench.core import codehash  # noqa: E402
 from peftbench.core import configfile  # noqa: E402
 from peftbench.core import experiments as exps  # noqa: E402
 from peftbench.core import search  # noqa: E402
+from peftbench.core import task_checks  # noqa: E402
 from peftbench.core.config import (
     ConfigError,
     did_you_mean,
@@ -28,6 +29,10 @@ from peftbench.core.workflow import gpu_device_present  # noqa: E402
 from peftbench.tasks import registry  # noqa: E402
 
 LIBRARIES = ["torch", "transformers", "peft", "tokenizers", "datasets", "diffusers"]
+# Whether this launcher has the training stack (README, "A launcher without torch"): with it
+# the DAG build runs every pre-flight check, without it the task's preflight job runs those that
+# need it. Found, not imported.
+TORCH_IMPORTABLE = task_checks.torch_importable()
 SHARED_SCHEMA = Path(workflow.basedir) / "config/schemas/config.schema.yaml"
 
 
@@ -163,16 +168,31 @@ def code_hash(*entries, task=None):
 
 
 def library_versions():
-    """Installed versions of LIBRARIES: a param of every rule that runs them."""
+    """Installed versions of LIBRARIES (None: not installed), a param of every rule that runs
+    them, so that upgrading one reruns its jobs. That holds where the jobs run in this
+    environment. With --sdm conda they run in their rule's environment, which Snakemake's
+    software-env trigger follows, and this launcher's versions say nothing about it (a launcher
+    without torch would rerun every job): none are given. What a result records are the
+    versions of its own job's process (peftbench.core.provenance)."""
+    from snakemake.settings.types import DeploymentMethod
+
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return {}
     return dict(_library_versions())
 
 
 @cache
 def _library_versions():
     # Read once: each rule asks, and every look-up scans the installed distributions.
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {name: version(name) for name in LIBRARIES}
+    def installed(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {name: installed(name) for name in LIBRARIES}
 
 
 def task_resource(key):
@@ -252,6 +272,9 @@ def cuda_available():
     """
     if not gpu_device_present():
         return False
+    if not TORCH_IMPORTABLE:
+        # A GPU launcher without torch: its jobs' environment has a GPU torch.
+        return True
     import torch
 
     return torch.cuda.is_available()
@@ -274,86 +297,19 @@ def task_experiments(task):
         ) from None  # the message names file and field: no traceback
 
 
-def first_quoted(text):
-    """The key a training-check message is about: the first quoted name in it."""
-    found = re.search(r"'([^']+)'", text)
-    return found.group(1) if found else ""
-
-
 def checked_experiments(task):
-    """The selected experiments of ``task``; ConfigError listing every problem otherwise.
-
-    Every check's verdict is kept (peftbench.core.preflight_cache, keyed by all it reads): an
-    unchanged experiment is not checked again, and when nothing needs checking neither torch
-    nor peft nor the meta model is imported.
+    """The selected experiments of ``task``; ConfigError listing every problem otherwise
+    (peftbench.core.task_checks). A launcher with torch runs every check here, the model-level
+    one in the main process only (cluster jobs re-read this file and need not repeat it); one
+    without torch runs the light ones, and the task's preflight job the others (rule preflight).
     """
-    from peftbench.core import preflight_cache
-
-    cfg = config[task]
-    root = cfg["experiments_dir"]
-    code = preflight_cache.code_digest([codehash.ROOT, task_folder(task)])
-    cache = preflight_cache.PreflightCache(preflight_cache.DEFAULT_FOLDER, code)
-    try:
-        found = exps.discover(root)
-    except ConfigError as exc:
-        raise ConfigError(
-            f"{blamed(task, 'experiments_dir')}: {task}.experiments_dir: {exc}"
-        )
-    # A bad default would fail every experiment: blame the config file that sets it, once.
-    defaults = cache.problems(
-        "defaults",
-        {"training": cfg["training"], "task": task},
-        lambda: exps.training_problems(
-            cfg["training"], f"{task}.training", task_table(task)
-        ),
+    return task_checks.check_task(
+        task,
+        config,
+        CONFIG_FILES,
+        libraries=TORCH_IMPORTABLE,
+        model=workflow.is_main_process,
     )
-    problems = [
-        f"{blamed(task, 'training', *first_quoted(p).split('.'))}: {p}"
-        for p in defaults
-    ]
-    if not problems:
-        where = f"{blamed('select', task)}: select.{task}"
-        found = exps.select(found, config.get("select", {}).get(task), where)
-        problems = exps.check_root(root)
-        try:
-            search.parse_space(
-                cfg.get("search") or {},
-                f"{blamed(task, 'search')}: {task}.search",
-                task_table(task),
-            )
-        except ConfigError as exc:
-            problems += str(exc).splitlines()
-        settings = training_settings(task)
-        for experiment in found:
-            problems += cache.problems(
-                "files",
-                {
-                    **preflight_cache.experiment_inputs(root, experiment),
-                    "training": cfg["training"],
-                    **settings,
-                },
-                lambda: exps.file_problems(
-                    root, experiment, cfg["training"], task_table(task), **settings
-                ),
-            )
-    # The model-level check needs the files to be sound; it runs once, in the main process
-    # (cluster jobs re-read this file and need not repeat it).
-    meta_model = SPECS[task].meta_model
-    if not problems and workflow.is_main_process and meta_model:
-        from peftbench.core.validate import validate_task
-
-        def build(task_cfg):
-            return task_module(task, meta_model).build_meta_model(task_cfg)
-
-        where = f"{blamed(task, 'base_model')}: {task}"
-        problems = validate_task(
-            cfg, found, build, task_table(task), where=where, cache=cache
-        )
-    if problems:
-        raise ConfigError(
-            f"{len(problems)} problem(s) found before training:\n" + "\n".join(problems)
-        )
-    return found
 
 
 def task_seeds(task):
@@ -363,12 +319,7 @@ def task_seeds(task):
 
 def training_settings(task):
     """How ``task``'s experiments merge their overrides, and its default search grid."""
-    cfg = config[task]
-    return {
-        "merge": cfg.get("training_merge", "deep"),
-        "task_search": cfg.get("search"),
-        "points": cfg.get("search_points", "all"),
-    }
+    return task_checks.training_settings(config[task])
 
 
 @cache
@@ -503,6 +454,43 @@ def training_inputs(wildcards):
     }
 
 
+def wait_for_preflight(wildcards):
+    """Without torch in the launcher: no training job of a task starts before its preflight
+    job (checkpoint preflight) has passed on the current experiments. An input function of
+    rule train that gives no file.
+
+    A checkpoint, not an input: while it has to run (no verdict yet, or an experiment, the
+    task's config or its code changed), this raises and Snakemake holds the task's training jobs
+    behind it, then plans them again on their own triggers, so editing one experiment retrains
+    only it. As an input the marker would rerun them all (an ancient input would not: but a job
+    that must rerun keeps Snakemake 9.27 from looking at the triggers of any job downstream, so
+    the edited experiment would not retrain either). The inputs of training are the same with
+    and without torch, and a dry run lists every training job of a task whose check is due.
+    Cluster jobs re-read this file and need not wait.
+    """
+    if not TORCH_IMPORTABLE and workflow.is_main_process:
+        checkpoints.preflight.get(task=wildcards.task)
+    return []
+
+
+def selected_experiment_files(task):
+    """The files of every selected experiment of ``task`` (inputs of the jobs that read them
+    all: editing one, or selecting others, runs them again)."""
+    root = config[task]["experiments_dir"]
+    return [
+        path
+        for experiment in task_experiments(task)
+        for path in exps.experiment_files(root, experiment)
+    ]
+
+
+def preflight_code(wildcards):
+    """Code hash of the preflight job: its script and the task's meta model, if any."""
+    task = wildcards.task
+    modules = [m for m in [SPECS[task].meta_model] if m]
+    return code_hash("scripts/preflight.py", *modules, task=task)
+
+
 def training_params(wildcards):
     """Effective training config of one experiment: a Snakemake param, so editing a task default
     or an override reruns exactly the experiments it changes."""
@@ -576,15 +564,9 @@ def shipped_architecture_files(task):
 def estimate_inputs(wildcards):
     """Named inputs of a task's memory estimate: the files of every selected experiment (editing
     one, or selecting others, predicts again) and the shipped architecture it reads."""
-    task = wildcards.task
-    root = config[task]["experiments_dir"]
     return {
-        "experiments": [
-            path
-            for experiment in task_experiments(task)
-            for path in exps.experiment_files(root, experiment)
-        ],
-        "architecture": shipped_architecture_files(task),
+        "experiments": selected_experiment_files(wildcards.task),
+        "architecture": shipped_architecture_files(wildcards.task),
     }
 
 
@@ -654,6 +636,8 @@ def start_local_worker():
         or not workflow.local_exec
         or workflow.touch
         or DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+        # A launcher without torch could not preload it; its jobs run in their own processes.
+        or not TORCH_IMPORTABLE
     ):
         return
     # Task packages outside peftbench are imported by each job (the worker cannot know them).

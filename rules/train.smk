@@ -25,9 +25,35 @@ rule prepare_data:
         "../scripts/prepare_data.py"
 
 
+# Every pre-flight check of a task's selected experiments in the training environment, for a
+# launcher without torch (peftbench.core.task_checks; a launcher with torch runs them while
+# building the DAG and plans no such job): every training job of the task waits for it
+# (common.smk, wait_for_preflight), and a problem fails it with the DAG's message.
+checkpoint preflight:
+    input:
+        lambda wildcards: selected_experiment_files(wildcards.task),
+    output:
+        "results/{task}/preflight.json",
+    log:
+        "logs/{task}/preflight.log",
+    priority: DATA_PRIORITY
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    params:
+        task_cfg=lambda wildcards: config[wildcards.task],
+        select=lambda wildcards: (config.get("select") or {}).get(wildcards.task),
+        config_files=list(CONFIG_FILES),
+        code=preflight_code,
+        libraries=library_versions(),
+    script:
+        "../scripts/preflight.py"
+
+
 rule train:
     input:
         unpack(training_inputs),
+        wait_for_preflight,
     output:
         result="results/{task}/runs/{method}/{name}/seed{seed}/result.json",
     log:

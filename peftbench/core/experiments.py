@@ -178,13 +178,16 @@ def experiment_files(root: Path | str, experiment: str) -> list[str]:
 
 
 def training_problems(
-    params: Mapping[str, Any], source: str, table: Mapping[str, TrainingKey] | None = None
+    params: Mapping[str, Any],
+    source: str,
+    table: Mapping[str, TrainingKey] | None = None,
+    libraries: bool = True,
 ) -> list[str]:
     """Problems of a complete training config (task defaults, or merged with an experiment's
-    overrides): every key against ``table``, ``optimizer_kwargs`` against the optimizer."""
-    return validate_training_params(params, source, table=table) + preflight.optimizer_problems(
-        params, source
-    )
+    overrides): every key against ``table``, ``optimizer_kwargs`` against the optimizer (that
+    one imports torch and peft: ``libraries=False`` skips it, see :func:`file_problems`)."""
+    problems = validate_training_params(params, source, table=table)
+    return problems + (preflight.optimizer_problems(params, source) if libraries else [])
 
 
 #: How an experiment's training_params.json combines with the task's defaults (task config key
@@ -262,6 +265,7 @@ def effective_params(
     task_search: Mapping[str, Any] | None = None,
     points: str = "all",
     validate: bool = True,
+    libraries: bool = True,
 ) -> dict[str, Any]:
     """Task defaults merged (``merge``, :data:`MERGE_MODES`) with the experiment's overrides,
     validated against ``table`` (the task's training keys,
@@ -269,7 +273,8 @@ def effective_params(
     (``method/name@point``, see :mod:`peftbench.core.search`): its values are set last; with
     ``points`` "middle", an experiment named without a point runs its grid's middle point.
     ``validate=False`` skips the checks of the merged params that need torch (the pre-flight
-    check has run them on every run of the plan).
+    check has run them on every run of the plan); ``libraries=False`` only those that import
+    torch or peft (:func:`file_problems`).
 
     Raises ConfigError listing every problem, each naming the file and the key.
     """
@@ -295,7 +300,8 @@ def effective_params(
         # this file, alone or together with a default (lora-fa without its `r`). The checks of
         # the merged params import torch; ``validate=False`` skips them where they already ran
         # (rule params, after the DAG's pre-flight check), so a cached plan stays torch-free.
-        problems = training_problems(merged, f"{path} (merged with the task defaults)", table)
+        source = f"{path} (merged with the task defaults)"
+        problems = training_problems(merged, source, table, libraries)
     if problems:
         raise ConfigError("\n".join(problems))
     return merged
@@ -309,17 +315,22 @@ def file_problems(
     merge: str = "deep",
     task_search: Mapping[str, Any] | None = None,
     points: str = "all",
+    libraries: bool = True,
 ) -> list[str]:
     """Every problem of one experiment that shows without a model: its folder, then (once the
     folder is sound) its adapter config and its training parameters merged over ``defaults``,
-    at every point of its search grid that runs (``points``)."""
+    at every point of its search grid that runs (``points``). ``libraries=False``: only the
+    checks that import neither torch nor peft (a launcher without them; the task's preflight
+    job runs all of them in the training environment, peftbench.core.task_checks)."""
     problems = check_folder(root, experiment)
     if problems:
         return problems
-    problems = check_adapter_config(root, experiment)
+    problems = check_adapter_config(root, experiment, libraries)
     try:
         for run in run_ids(root, experiment, task_search, table or training_table(), points):
-            effective_params(defaults, root, run, table, merge, task_search, points)
+            effective_params(
+                defaults, root, run, table, merge, task_search, points, libraries=libraries
+            )
     except ConfigError as exc:
         problems += str(exc).splitlines()
     return problems
@@ -329,8 +340,10 @@ def _normalised(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "")
 
 
-def check_adapter_config(root: Path | str, experiment: str) -> list[str]:
-    """Problems with the experiment's adapter_config.json that show without loading a model."""
+def check_adapter_config(root: Path | str, experiment: str, libraries: bool = True) -> list[str]:
+    """Problems with the experiment's adapter_config.json that show without loading a model
+    (``libraries=False``: only those that show without peft, a readable JSON object naming a
+    ``peft_type``)."""
     path = Path(root) / experiment / ADAPTER_CONFIG
     if not path.exists():
         return []
@@ -338,13 +351,15 @@ def check_adapter_config(root: Path | str, experiment: str) -> list[str]:
         data = read_json_object(path)
     except ConfigError as exc:
         return [str(exc)]
-    from peft.utils import PeftType, TaskType
-
     peft_type = data.get("peft_type")
     if peft_type is None:
         return [
             f"{path}: missing 'peft_type' (a PEFT config as written by save_pretrained has one)"
         ]
+    if not libraries:
+        return []
+    from peft.utils import PeftType, TaskType
+
     known = {t.value for t in PeftType}
     if peft_type not in known:
         hint = did_you_mean(str(peft_type), known)

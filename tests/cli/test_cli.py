@@ -1,5 +1,6 @@
 """Tests of ``peftbench advise`` (python -m peftbench advise)."""
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -18,8 +19,9 @@ from peftbench.analysis.summary import (
     table_item_scores,
     write_summary_files,
 )
-from peftbench.cli import advise, default_summary, main, results_root
+from peftbench.cli import advise, build_parser, default_summary, main, results_root
 from peftbench.core.layout import run_dir
+from peftbench.tasks import registry
 
 FIXTURES = PUBLISHED
 N = 200
@@ -46,6 +48,13 @@ PUBLISHED_SCORES = {
     "oft/cheap": 0.35,
     "full-finetuning/all": 0.6,
 }
+
+
+@pytest.fixture(autouse=True)
+def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() registers the tasks of --task-package and --configfile for good (as a command
+    does); here they go with the test, so later tests still see only the built-in tasks."""
+    monkeypatch.setattr(registry, "_LOADED", dict(registry._LOADED))
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +277,7 @@ def test_advise_errors(tmp_path, results_dir, capsys):
         == 2
     )
     assert "does not exist" in capsys.readouterr().err
-    assert (
+    with pytest.raises(SystemExit) as exit_info:
         main(
             [
                 "advise",
@@ -280,9 +289,8 @@ def test_advise_errors(tmp_path, results_dir, capsys):
                 str(results_dir / "summary.csv"),
             ]
         )
-        == 2
-    )
-    assert "unknown task 'speech'" in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'speech'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["advise", "--task", "math"])  # the memory budget is required
 
@@ -447,22 +455,92 @@ def test_advise_predicted_answers_from_the_allocator_reserve(tmp_path, capsys):
     assert "Not estimated: boft/meta" in out
 
 
-def test_help_lists_every_command_and_reads_as_plain_text(capsys):
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_help_lists_every_command_with_a_line(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     top = capsys.readouterr().out
-    for command in ("advise", "estimate-memory", "import-experiments", "export"):
-        assert command in top
-    assert "``" not in top
+    commands = _subparsers(build_parser())
+    assert set(commands) >= {"advise", "estimate-memory", "import-experiments", "export"}
+    lines = top.splitlines()
+    for name in commands:
+        # Each command on a line of its own, followed by its one-line description.
+        (line,) = [line for line in lines if line.split()[:1] == [name]]
+        assert len(line.split()) > 1, line
+
+
+def test_every_help_reads_as_plain_text(capsys):
+    parser = build_parser()
+    texts = {"peftbench": parser.format_help()}
+    texts |= {name: sub.format_help() for name, sub in _subparsers(parser).items()}
+    for name, text in texts.items():
+        assert "%%" not in text and "%(" not in text, name  # escaped or unfilled % placeholders
+        assert "`" not in text, name  # RST or Markdown markup
+        assert ":mod:" not in text and ":func:" not in text, name
+    assert "95% bootstrap" in " ".join(texts["advise"].split())
+    # --help through main prints the same text.
     with pytest.raises(SystemExit):
         main(["advise", "--help"])
-    advise_help = capsys.readouterr().out
-    assert "95%" in advise_help and "95%%" not in advise_help
-    assert "{this-run,published}" in advise_help and "this run," not in advise_help
+    assert capsys.readouterr().out == texts["advise"]
 
 
-def test_advise_names_the_known_tasks_for_an_unknown_one(capsys):
-    code = main(["advise", "--task", "maths", "--max-memory-gb", "1"])
-    assert code == 2
+def test_source_choices_have_no_spaces(results_dir, capsys):
+    advise_parser = _subparsers(build_parser())["advise"]
+    (source,) = [a for a in advise_parser._actions if a.dest == "source"]
+    assert list(source.choices) == ["this-run", "published"]
+    assert all(" " not in choice for choice in source.choices)
+    assert "--source {this-run,published}" in advise_parser.format_help()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["advise", "--task", "math", "--max-memory-gb", "20", "--source", "mine"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'mine' (choose from 'this-run', 'published')" in (
+        capsys.readouterr().err
+    )
+    # The earlier spelling (the tables' "this run") still works, with a note.
+    args = ["advise", "--task", "math", "--max-memory-gb", "20", "--n-boot", "50"]
+    args += ["--summary", str(results_dir / "summary.csv")]
+    assert main([*args, "--source", "this-run"]) == 0
+    new = capsys.readouterr()
+    assert main([*args, "--source", "this run"]) == 0
+    old = capsys.readouterr()
+    assert old.out == new.out
+    assert "earlier spelling of this-run" in old.err and "earlier spelling" not in new.err
+
+
+@pytest.mark.parametrize("command", ["advise", "estimate-memory"])
+def test_task_is_a_choice_of_the_known_tasks(command, capsys):
+    args = [command, "--task", "maths"] + (["--max-memory-gb", "1"] if command == "advise" else [])
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "unknown task 'maths'" in err and "math" in err and "--task-package" in err
+    # argparse's error, listing the choices, and how to add a task from outside the package.
+    assert "argument --task: invalid choice: 'maths' (choose from 'math', 'image'" in err
+    assert "--task-package NAME=FOLDER" in err
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "--task {math,image" in capsys.readouterr().out
+
+
+def test_an_external_task_is_a_choice_once_registered(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)  # task_packages folders are relative to the workflow folder
+    missing = str(tmp_path / "none.csv")
+    args = ["advise", "--task", "toy", "--max-memory-gb", "1", "--summary", missing]
+    # Named by --task-package, or by the task_packages of --configfile: then a choice.
+    for extra in (
+        ["--task-package", "toy=tests/toy_task"],
+        ["--configfile", "tests/toy_task/config.yaml"],
+    ):
+        assert main([*args, *extra]) == 2  # past the parser: the summary is missing
+        assert "does not exist" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            main(["advise", "--help", *extra])
+        assert "--task {math,image,toy}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["advise", "--task-package", "toy", "--task", "toy"])
+    assert main(["advise", "--task-package", "other=nowhere", "--task", "other"]) == 2
+    assert "nowhere/__init__.py does not exist" in capsys.readouterr().err

@@ -235,6 +235,9 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
 
     repeats = params["test_repeats"]
     test_embeds = embeds["test"].repeat(repeats, 1, 1)  # repeat r of prompt i at r * n + i
+    # Validation draws as many images per prompt as the test: one image per prompt made the
+    # choice of a learning rate hinge on a single draw of noise.
+    valid_embeds = embeds["valid"].repeat(repeats, 1, 1)
     # The same for every run with these settings: computed once by rule image_base_reference.
     settings = generation_settings(params, device, identity, result["provenance"]["data_hash"])
     reference = load_reference(ctx.input("reference"), settings)
@@ -257,7 +260,7 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
         def validate(step: int) -> None:
             # Generated now, scored after training: the encoder is not resident while training.
             generator = torch.Generator().manual_seed(TEST_SEED)
-            images = generate_images(model, embeds["valid"], negative, generator, params)
+            images = generate_images(model, valid_embeds, negative, generator, params)
             valid_images.append((step, images))
 
         levels = noise_levels(params, model.scheduler)
@@ -324,7 +327,7 @@ def _run(ctx: RunContext, result: dict, device: torch.device, out_dir: Path) -> 
     same = (drift_images == base_drift).reshape(len(pairs), -1).all(1)
     pairs[same] = 1.0
     metrics["drift"] = float((1.0 - pairs.mean()) / 2.0)
-    refs = reference.valid_refs
+    refs = np.tile(reference.valid_refs, (repeats, 1))  # the layout of valid_embeds
     for step, images in valid_images:
         similarity = float((encoder.embed(images) * refs).sum(1).mean())
         curves[SPEC.valid_curve].append({"step": step, SPEC.valid_value: similarity})

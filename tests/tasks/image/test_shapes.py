@@ -236,6 +236,25 @@ def test_prompt_sets():
         shapes.Prompts(test_backgrounds=("gray", "teal", "maroon"))
 
 
+def test_validation_is_held_out_like_the_test():
+    """Validation asks what the test asks (the concept on a background it was never shown on),
+    on backgrounds of its own: a choice made on a training background rewards memorising."""
+    prompts = shapes.default_prompts()
+    held_out = set(prompts.validation_backgrounds)
+    assert len(held_out) >= 2
+    assert not held_out & set(prompts.instance_backgrounds)
+    assert not held_out & set(prompts.test_backgrounds)
+    # The base model knows them: every background is in pretraining and in the drift prompts.
+    assert held_out <= set(shapes.BACKGROUNDS)
+    assert held_out <= {p.split()[-2] for p in prompts.drift}
+    for background in ("gray", "teal"):  # a training one, a test one
+        with pytest.raises(ValueError, match="validation backgrounds"):
+            shapes.Prompts(
+                validation=(shapes.concept_prompt(background),),
+                validation_backgrounds=(background,),
+            )
+
+
 def test_vocabulary_covers_every_prompt_and_caption():
     prompts = shapes.default_prompts()
     vocab = shapes.vocabulary()
