@@ -43,7 +43,7 @@ def task_module(task, dotted):
 
 def task_folder(task):
     """The folder of ``task``'s package: its spec names its schema, rules and modules in it."""
-    return Path(task_module(task, ".").__file__).parent
+    return task_checks.task_folder(task)
 
 
 def blamed(*path):
