@@ -309,6 +309,7 @@ def checked_experiments(task):
         CONFIG_FILES,
         libraries=TORCH_IMPORTABLE,
         model=workflow.is_main_process,
+        workers=task_checks.check_workers(workflow.cores),
     )
 
 

@@ -36,7 +36,7 @@ task = sm.wildcards.task
 # Each config file's own content, as the DAG build read it: messages name the file of a value.
 files = {path: configfile.load_config_file(path) for path in sm.params.config_files}
 try:
-    checked = check_task(task, sm.config, files)
+    checked = check_task(task, sm.config, files, workers=sm.threads)
 except ConfigError as exc:
     sys.exit(f"peftbench: {task}: {exc}")
 record = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 
 from peftbench.core.config import file_hash
@@ -46,9 +47,19 @@ def _module_name(path: Path, roots: Mapping[str, Path]) -> str | None:
     return None
 
 
-def _imports(path: Path, roots: Mapping[str, Path]) -> set[str]:
-    """Modules ``path`` imports anywhere in its body (absolute names; relative ones resolved)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+def _imports(path: Path, roots: Mapping[str, Path]) -> frozenset[str]:
+    """Modules ``path`` imports anywhere in its body (absolute names; relative ones resolved).
+    Parsed once per content of the file: a DAG build hashes overlapping closures (one per
+    rule), and parsing was most of their cost."""
+    return _parsed_imports(path, path.read_text(encoding="utf-8"), tuple(roots.items()))
+
+
+@cache
+def _parsed_imports(
+    path: Path, text: str, roots_items: tuple[tuple[str, Path], ...]
+) -> frozenset[str]:
+    roots = dict(roots_items)
+    tree = ast.parse(text, filename=str(path))
     own = _module_name(path, roots) or ""
     package = own if path.name == "__init__.py" else own.rpartition(".")[0]
     found: set[str] = set()
@@ -64,7 +75,7 @@ def _imports(path: Path, roots: Mapping[str, Path]) -> set[str]:
             found.add(base)
             # "from peftbench.tasks.math import data" imports the submodule data.
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
+    return frozenset(found)
 
 
 def closure(

@@ -25,7 +25,9 @@ the experiment's problem and is reported at once.
 
 from __future__ import annotations
 
+import copy
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,6 +180,57 @@ def real_copy(model: torch.nn.Module) -> torch.nn.Module | None:
         for buffer in model.buffers():
             buffer.zero_()
     return model
+
+
+#: Attribute types a module copy shares instead of copying (immutable), or makes afresh when
+#: empty (a module's ~15 hook registries, empty in a base model).
+_ATOMIC = (bool, int, float, str, type(None))
+_CONTAINERS = (dict, OrderedDict, set, list)
+
+
+def clone_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` equal to ``copy.deepcopy(model)`` (the same attributes, every
+    tensor and config copied, tied weights still tied), about four times faster on a meta
+    model: the pre-flight check wraps one copy of the base per experiment, and
+    ``copy.deepcopy`` spent most of its time on the generic pickling path of each submodule and
+    of its empty hook registries. Modules of a class with its own copy or pickling hooks, and
+    every non-module attribute, still go through ``copy.deepcopy`` (with one shared memo)."""
+    return _clone(model, {})
+
+
+def _plain_module(cls: type) -> bool:
+    module = torch.nn.Module
+    return (
+        cls.__reduce_ex__ is object.__reduce_ex__
+        and getattr(cls, "__deepcopy__", None) is None
+        and cls.__getstate__ is module.__getstate__
+        and cls.__setstate__ is module.__setstate__
+    )
+
+
+def _clone(obj: Any, memo: dict[int, Any]) -> Any:
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if not isinstance(obj, torch.nn.Module) or not _plain_module(type(obj)):
+        return copy.deepcopy(obj, memo)
+    new = object.__new__(type(obj))
+    memo[id(obj)] = new
+    # Keep the original alive while the memo holds its id, as copy.deepcopy does.
+    memo.setdefault(id(memo), []).append(obj)
+    state = {}
+    for key, value in obj.__getstate__().items():
+        kind = type(value)
+        if key == "_modules":
+            state[key] = kind((k, None if m is None else _clone(m, memo)) for k, m in value.items())
+        elif kind in _ATOMIC:
+            state[key] = value
+        elif kind in _CONTAINERS and not value:
+            state[key] = kind()
+        else:
+            state[key] = copy.deepcopy(value, memo)
+    # What Module.__setstate__ does with a complete state.
+    new.__dict__.update(state)
+    return new
 
 
 def matched_targets(model: Any, exp_dir: Path, params: dict[str, Any]) -> int | None:

@@ -134,3 +134,63 @@ def test_prompt_learning_has_no_injection_to_check(factory, tmp_path):
     folder = experiment(tmp_path, {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM",
                                    "num_virtual_tokens": 4})  # fmt: skip
     assert metacheck.matched_targets(factory(), folder, {"autocast_adapter_dtype": True}) is None
+
+
+def _layout(model: torch.nn.Module) -> list[tuple]:
+    """What a copy must reproduce: every parameter and buffer (name, shape, dtype, device,
+    requires_grad) and every submodule's class and plain attributes."""
+    tensors = [
+        (n, tuple(t.shape), t.dtype, t.device.type, t.requires_grad)
+        for n, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers()]
+    ]
+    modules = [
+        (
+            n,
+            type(m).__name__,
+            {k: v for k, v in vars(m).items() if isinstance(v, int | float | str)},
+        )
+        for n, m in model.named_modules()
+    ]
+    return [tensors, modules]
+
+
+def test_clone_model_is_a_deep_copy_like_deepcopy():
+    """The fast copy that the pre-flight check wraps: the same layout as copy.deepcopy, tied
+    weights still tied, and nothing shared with the original (config, parameters, hooks)."""
+    pristine = build_meta_model(MATH)
+    clone = metacheck.clone_model(pristine)
+    assert _layout(clone) == _layout(copy.deepcopy(pristine)) == _layout(pristine)
+    assert clone.lm_head.weight is clone.model.embed_tokens.weight
+    assert clone.lm_head.weight is not pristine.lm_head.weight
+    assert clone.config is not pristine.config
+    assert clone.model.layers[0].self_attn.config is clone.config  # one copy, shared as before
+    clone.config.vocab_size += 1
+    clone.model.layers[0].register_forward_hook(lambda *args: None)
+    assert pristine.config.vocab_size == MATH["base_model"]["embedded"]["vocab_size"]
+    assert not pristine.model.layers[0]._forward_hooks
+
+
+def test_wrapping_a_clone_leaves_the_original_untouched(tmp_path):
+    pristine = build_meta_model(MATH)
+    before = _layout(pristine)
+    adapter = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "target_modules": ["q_proj"]}
+    folder = experiment(tmp_path, adapter)
+    params = {"autocast_adapter_dtype": True}
+    wrapped = wrap(lambda: metacheck.clone_model(pristine), folder, params)
+    assert wrapped.stage == "meta" and wrapped.problem is None
+    assert _layout(pristine) == before
+
+
+def test_a_module_with_its_own_copy_hook_is_copied_by_it():
+    class Counted(torch.nn.Linear):
+        copies = 0
+
+        def __deepcopy__(self, memo):
+            Counted.copies += 1
+            return torch.nn.Linear.__new__(Counted)
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), Counted(2, 2))
+    clone = metacheck.clone_model(model)
+    assert Counted.copies == 1 and isinstance(clone[1], Counted)
+    assert clone[0].weight is not model[0].weight
+    assert torch.equal(clone[0].weight, model[0].weight)

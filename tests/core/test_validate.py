@@ -223,3 +223,45 @@ def test_an_embedded_or_shipped_model_never_asks_the_hub(tmp_path, monkeypatch):
     name = experiment(tmp_path, "lora/x", LORA)
     assert check(task(tmp_path), name)[0] == []
     assert check(task(tmp_path, preset=True), name)[0] == []
+
+
+def test_checks_shared_out_to_processes_find_what_one_process_finds(tmp_path, monkeypatch):
+    """examine_all with 2 workers: the same findings, in the same order, as in this process,
+    good and bad experiments mixed, and the work really done in two other processes."""
+    import os
+
+    from peftbench.core import validate
+
+    cfg = task(tmp_path)
+    bad_target = {**LORA, "target_modules": ["nowhere"]}
+    boft_bad = {"peft_type": "BOFT", "task_type": "CAUSAL_LM", "boft_block_size": 5,
+                "target_modules": ["q_proj"]}  # fmt: skip
+    names = [
+        experiment(tmp_path, "lora/a", LORA),
+        experiment(tmp_path, "lora/bad", bad_target),
+        experiment(tmp_path, "boft/bad", boft_bad),
+        experiment(tmp_path, "lora/b", {**LORA, "r": 8}),
+        experiment(tmp_path, "lora/tokens", {**LORA, "trainable_token_indices": [9999]}),
+        experiment(tmp_path, "ia3/a", {"peft_type": "IA3", "task_type": "CAUSAL_LM"}),
+        experiment(tmp_path, "lora/adam", LORA, {"optimizer_type": "NoSuchOptimizer"}),
+        experiment(tmp_path, "lora/c", {**LORA, "lora_dropout": 0.1}),
+    ]
+    pristine = build_meta_model(cfg)
+    with validate.quiet_meta_checks():
+        alone = validate.examine_all(pristine, cfg, names, TABLE, workers=1)
+    assert sum(bool(f.problems) for f in alone.values()) >= 4  # the bad ones are caught
+
+    examine = validate._examine_copy
+
+    def tagged(*args):
+        found = examine(*args)
+        found.notes.append(f"pid {os.getpid()}")
+        return found
+
+    monkeypatch.setattr(validate, "_examine_copy", tagged)
+    with validate.quiet_meta_checks():
+        shared = validate.examine_all(pristine, cfg, names, TABLE, workers=2)
+    pids = {f.notes.pop() for f in shared.values()}
+    assert list(shared) == names
+    assert shared == alone
+    assert len(pids) == 2 and f"pid {os.getpid()}" not in pids

@@ -96,6 +96,22 @@ def test_closure_follows_an_external_task_package() -> None:
     assert REPO / TOY / "model.py" not in codehash.closure([REPO / TOY / "run.py"])
 
 
+def test_an_edited_import_is_followed_in_the_same_process(tmp_path: Path) -> None:
+    """Parsed imports are kept per file content, not per timestamp: an edit of the same size
+    made within the file system's clock tick still changes the closure."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("a", "b", "c"):
+        (package / f"{name}.py").write_text("")
+    entry = package / "entry.py"
+    entry.write_text("import pkg.a\n")
+    assert package / "a.py" in codehash.closure([entry], {"pkg": package})
+    entry.write_text("import pkg.b\n")  # same size, likely the same mtime
+    after = codehash.closure([entry], {"pkg": package})
+    assert package / "b.py" in after and package / "a.py" not in after
+
+
 @pytest.fixture(scope="module")
 def toy_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The toy task's data and training jobs, run once in a copy of the workflow."""
