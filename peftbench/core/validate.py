@@ -369,7 +369,8 @@ def examine_all(
         with ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("fork"), initializer=_one_thread
         ) as pool:
-            chunk = max(1, len(experiments) // (workers * 4))
+            # Small chunks, so that both processes finish together (costs differ by method).
+            chunk = max(1, len(experiments) // (workers * 16))
             found = list(pool.map(_examine_shared, experiments, chunksize=chunk))
     finally:
         _SHARED = None
