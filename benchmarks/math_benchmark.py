@@ -11,12 +11,11 @@ methods are separated from each other by more than their 95% intervals.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pandas as pd
-from workflow_run import largest_separated_set, run_workflow
+from workflow_run import largest_separated_set, run_arguments, run_workflow
 
 
 def separated_methods(ok: pd.DataFrame) -> int:
@@ -28,17 +27,7 @@ def separated_methods(ok: pd.DataFrame) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, help="where to run (default: a fresh temp dir)")
-    parser.add_argument("--cores", default="all")
-    parser.add_argument(
-        "--configfile",
-        type=Path,
-        action="append",
-        default=[],
-        help="config overrides over the default (repeatable), e.g. another base-model seed",
-    )
-    args = parser.parse_args()
+    args = run_arguments(__doc__.splitlines()[0])
     workdir, wall, code = run_workflow("math", args.workdir, args.cores, args.configfile)
     if code != 0:
         return code

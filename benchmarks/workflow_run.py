@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,22 @@ def copy_workflow(workdir: Path) -> Path:
         else:
             shutil.copy(src, dst)
     return workdir
+
+
+def run_arguments(description: str) -> argparse.Namespace:
+    """The options of the benchmark scripts that run the workflow: where, on how many cores,
+    and config files over the default."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workdir", type=Path, help="where to run (default: a fresh temp dir)")
+    parser.add_argument("--cores", default="all")
+    parser.add_argument(
+        "--configfile",
+        type=Path,
+        action="append",
+        default=[],
+        help="config overrides over the default (repeatable), e.g. another base-model seed",
+    )
+    return parser.parse_args()
 
 
 def run_workflow(
