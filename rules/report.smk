@@ -72,8 +72,11 @@ rule summary:
         published=PUBLISHED_FILES,
         # Predicted memory per experiment (rule estimate_memory): predicted_memory_gb.
         estimates=memory_estimates(),
-        # The text of the reference page (metrics, units, the noise-aware frontier).
-        reference=Path(workflow.basedir) / "rules" / "captions" / "reference.rst",
+        # The text of the reference page (metrics, units, the noise-aware frontier). Relative to
+        # the working directory: a run folder copied or moved with its workflow stays up to date.
+        reference=os.path.relpath(
+            Path(workflow.basedir) / "rules" / "captions" / "reference.rst"
+        ),
     output:
         parquet="results/summary.parquet",
         csv=report(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,16 @@ def test_rerun_plans_nothing(toy_run: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert not (toy_run / "results/math").exists() and not (toy_run / "results/image").exists()
+
+
+def test_a_moved_run_folder_plans_nothing(toy_run: Path, tmp_path: Path) -> None:
+    """A finished run copied elsewhere with its workflow (times kept) is still up to date: no
+    input is named by an absolute path."""
+    moved = tmp_path / "moved"
+    shutil.copytree(toy_run, moved, symlinks=True)
+    proc = snakemake(moved, "-n", configfiles=CONFIG)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
 
 
 def test_advise_reads_a_task_package(toy_run: Path) -> None:
