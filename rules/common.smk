@@ -309,7 +309,8 @@ def checked_experiments(task):
         CONFIG_FILES,
         libraries=TORCH_IMPORTABLE,
         model=workflow.is_main_process,
-        workers=task_checks.check_workers(workflow.cores),
+        # A cluster run without --cores checks in one process (a shared login node).
+        workers=task_checks.check_workers(available_cores()),
     )
 
 
