@@ -349,7 +349,7 @@ def examine_all(
     """:func:`examine` of each of ``experiments`` on copies of the meta model ``pristine``, in up
     to ``workers`` processes (each check is independent; the findings are the same and in the
     same order as one process gives). Planning 500 new experiments spends most of its time here
-    (about 20 ms each on one core), so the checks use the cores Snakemake was given. The
+    (about 15 ms each on one core), so the checks use the cores Snakemake was given. The
     processes are forked (Linux only), so no child imports torch or builds the model again;
     elsewhere, or for a few experiments, they run here."""
     workers = min(workers, len(experiments) // MIN_PER_WORKER)
@@ -362,7 +362,9 @@ def examine_all(
     global _SHARED
     _SHARED = (pristine, task_cfg, table)
     # Python's advice for a fork without exec: the children's collections then never walk (and
-    # so never copy) the parent's objects, torch's and transformers' modules among them.
+    # so never copy) the parent's objects, torch's and transformers' modules among them. What a
+    # caller froze before stays frozen.
+    frozen_before = gc.get_freeze_count() > 0
     gc.freeze()
     try:
         # A pool that detects a dead child (BrokenProcessPool) rather than waiting forever.
@@ -374,7 +376,8 @@ def examine_all(
             found = list(pool.map(_examine_shared, experiments, chunksize=chunk))
     finally:
         _SHARED = None
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
     return dict(zip(experiments, found, strict=True))
 
 

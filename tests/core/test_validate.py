@@ -265,3 +265,24 @@ def test_checks_shared_out_to_processes_find_what_one_process_finds(tmp_path, mo
     assert list(shared) == names
     assert shared == alone
     assert len(pids) == 2 and f"pid {os.getpid()}" not in pids
+
+
+def test_sharing_out_leaves_the_collector_as_it_found_it(tmp_path):
+    """The pool freezes this process's objects for its children and thaws only what it froze:
+    a heap the caller froze (the Snakefile's freeze_heap) stays frozen."""
+    import gc
+
+    from peftbench.core import validate
+
+    cfg = task(tmp_path)
+    names = [experiment(tmp_path, f"lora/r{r}", {**LORA, "r": r}) for r in range(1, 9)]
+    pristine = build_meta_model(cfg)
+    assert gc.get_freeze_count() == 0
+    validate.examine_all(pristine, cfg, names, TABLE, workers=2)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        validate.examine_all(pristine, cfg, names, TABLE, workers=2)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
