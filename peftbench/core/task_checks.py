@@ -43,8 +43,8 @@ def torch_importable() -> bool:
 
 
 def check_workers(cores: int | None) -> int:
-    """Processes for the model-level check: the cores Snakemake was given (``workflow.cores``;
-    None or a cluster's huge job count: no limit), at most the CPUs this process may use."""
+    """Processes for the model-level check: ``cores``, the cores Snakemake was given (None: as
+    many as usable), at most the CPUs this process may use."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cores or usable or 1, usable or 1))
 
